@@ -1,0 +1,1 @@
+"""The movie API service: FastAPI app, Redis features and the Arq worker."""

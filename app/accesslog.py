@@ -1,0 +1,49 @@
+"""One log line per request: method, path, status, latency, cache outcome, client."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.identity import client_of
+
+log = logging.getLogger("app.access")
+
+
+class AccessLogMiddleware:
+    """Pure ASGI access log; runs inside the proxy rewrite, so ``client`` is the real one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        cache = "-"
+
+        async def send_and_watch(message: Message) -> None:
+            nonlocal status, cache
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"x-cache":
+                        cache = value.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        finally:
+            log.info(
+                "%s %s %d %.2fms cache=%s client=%s",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+                cache,
+                client_of(scope),
+            )

@@ -1,0 +1,125 @@
+"""Service settings, read once at start-up from ``MOVIE_*`` environment variables (or ``.env``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class SettingsError(Exception):
+    """Invalid configuration: the message names the offending variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the API and the worker. Build it once at the edge and pass it in."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MOVIE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./.movieops/movies.db",
+        description="SQLAlchemy async URL of the database (SQLite file by default).",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis (or Valkey) URL for rate limits, cache, idempotency and jobs.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=20, ge=1, le=1_000_000, description="Requests per client and path per window."
+    )
+    rate_limit_window_seconds: int = Field(
+        default=60, ge=1, le=86_400, description="Length of the fixed rate-limit window."
+    )
+    cache_ttl_seconds: int = Field(
+        default=60, ge=1, le=86_400, description="Lifetime of a cached GET /movies response."
+    )
+    idempotency_ttl_seconds: int = Field(
+        default=86_400, ge=60, le=7 * 86_400, description="How long a completed response replays."
+    )
+    idempotency_lease_seconds: int = Field(
+        default=60, ge=1, le=3_600, description="How long an in-progress key blocks retries."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated IPs/CIDRs whose X-Forwarded-For is trusted (empty: none).",
+    )
+    redis_timeout_ms: int = Field(
+        default=100, ge=5, le=10_000, description="Socket timeout for Redis on the request path."
+    )
+    redis_breaker_threshold: int = Field(
+        default=3, ge=1, le=1_000, description="Consecutive Redis errors that open the breaker."
+    )
+    redis_breaker_cooldown_seconds: float = Field(
+        default=2.0, gt=0, le=300, description="How long an open breaker skips Redis."
+    )
+    seed_demo_data: bool = Field(
+        default=True, description="Seed the catalog with real films when it is empty."
+    )
+    log_level: LogLevel = Field(default="INFO", description="Log level of the API and worker.")
+    host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    port: int = Field(default=8000, ge=1, le=65_535, description="Port the API listens on.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("expected a SQLAlchemy URL such as sqlite+aiosqlite:///./movies.db")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://", "valkey://")):
+            raise ValueError("expected a URL such as redis://127.0.0.1:6379/0")
+        return value
+
+    @property
+    def forwarded_allow_ips(self) -> str:
+        """The trusted proxies in the form uvicorn's ProxyHeadersMiddleware takes."""
+        return ",".join(self.trusted_proxies)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise :class:`SettingsError` naming the bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"MOVIE_{field.upper()}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,49 @@
+"""Names and numbers shared by the API, the worker and the CLI: Redis keys, headers, durations.
+
+Every Redis key the project writes is built here, so no other module types a prefix twice.
+"""
+
+from __future__ import annotations
+
+RATE_KEY_PREFIX = "rate:"
+CACHE_GENERATION_KEY = "cache:movies:gen"
+CACHE_ENTRY_PREFIX = "cache:movies:"
+IDEMPOTENCY_KEY_PREFIX = "idem:"
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# RFC 9110 VCHAR: printable ASCII without space.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+
+RETRY_AFTER_UNAVAILABLE_SECONDS = 1
+
+MAX_DB_ID = 2**31 - 1
+
+
+def rate_key(client: str, path: str) -> str:
+    """Counter of one client on one path: ``rate:{client}:{path}``."""
+    return f"{RATE_KEY_PREFIX}{client}:{path}"
+
+
+def parse_rate_key(key: str) -> tuple[str, str] | None:
+    """Split a ``rate:{client}:{path}`` key back into (client, path); None if it is not one.
+
+    The path always starts with ``/``, and an IPv6 client holds colons, so split at ":/".
+    """
+    if not key.startswith(RATE_KEY_PREFIX):
+        return None
+    rest = key[len(RATE_KEY_PREFIX) :]
+    client, sep, path = rest.partition(":/")
+    if not sep or not client:
+        return None
+    return client, "/" + path
+
+
+def cache_entry_prefix(generation: int) -> str:
+    """Prefix of every cache entry of one generation: ``cache:movies:{gen}:``."""
+    return f"{CACHE_ENTRY_PREFIX}{generation}:"
+
+
+def idempotency_key(client: str, method: str, path: str, key: str) -> str:
+    """Record of one Idempotency-Key: ``idem:{client}:{method}:{path}:{key}``."""
+    return f"{IDEMPOTENCY_KEY_PREFIX}{client}:{method}:{path}:{key}"

@@ -1,0 +1,287 @@
+"""Idempotency-Key for POST: replay a completed response, refuse concurrent or mismatched reuse.
+
+A first request claims the key with ``SET NX`` and a lease (state ``in_progress``, its request
+fingerprint and an owner token). On completion the owner replaces the claim with the response,
+kept for a day. A 5xx or a crash releases the claim so the retry can run; the lease bounds a crash
+that could not even do that. Without Redis the promise cannot be kept, so such requests get 503.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import Redis
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.constants import (
+    IDEMPOTENCY_KEY_PATTERN,
+    RETRY_AFTER_UNAVAILABLE_SECONDS,
+    idempotency_key,
+)
+from app.identity import client_of
+from app.redisguard import RedisGuard, RedisUnavailable
+
+log = logging.getLogger("app.idempotency")
+
+HEADER = b"idempotency-key"
+REPLAYED_HEADER = (b"idempotent-replayed", b"true")
+_VALID_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+# Headers worth replaying; the rate-limit ones are recomputed for the replay itself.
+_STORED_HEADERS = frozenset({b"content-type", b"location", b"etag"})
+# 4xx answers that depend on timing, not on the request, so they must not be replayed.
+_TRANSIENT_4XX = frozenset({408, 409, 425, 429})
+
+# KEYS[1] record; ARGV[1] claim, ARGV[2] lease ms -> nil when claimed, else the existing record
+CLAIM_SCRIPT = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+return redis.call('GET', KEYS[1])
+"""
+
+# KEYS[1] record; ARGV[1] owner, ARGV[2] new value ('' deletes), ARGV[3] ttl ms -> 1 done
+FINISH_SCRIPT = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+if cjson.decode(raw)['owner'] ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1
+"""
+
+
+class Verdict(StrEnum):
+    """What to do with a request whose key is already recorded."""
+
+    REPLAY = "replay"
+    IN_PROGRESS = "in_progress"
+    MISMATCH = "mismatch"
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """Hash of method, path and the canonical body (JSON re-serialised with sorted keys)."""
+    try:
+        canonical = json.dumps(
+            json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+    except (ValueError, UnicodeDecodeError):
+        canonical = body
+    digest = hashlib.sha256()
+    for part in (method.encode(), path.encode(), canonical):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
+
+
+def judge(record: dict[str, Any], request_fingerprint: str) -> Verdict:
+    """Decide on a request that found its key taken."""
+    if record.get("fingerprint") != request_fingerprint:
+        return Verdict.MISMATCH
+    if record.get("state") == "completed":
+        return Verdict.REPLAY
+    return Verdict.IN_PROGRESS
+
+
+def should_store(status: int) -> bool:
+    """Keep 2xx and deterministic 4xx; release on 5xx and timing-dependent 4xx."""
+    return 200 <= status < 300 or (400 <= status < 500 and status not in _TRANSIENT_4XX)
+
+
+@dataclass
+class CapturedResponse:
+    """The downstream response as it went out."""
+
+    status: int = 500
+    headers: list[tuple[bytes, bytes]] | None = None
+    body: bytes = b""
+
+
+async def _send_json(
+    send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class IdempotencyMiddleware:
+    """Pure ASGI middleware honouring ``Idempotency-Key`` on POST requests."""
+
+    def __init__(
+        self, app: ASGIApp, guard: RedisGuard, lease_seconds: int, ttl_seconds: int
+    ) -> None:
+        self.app = app
+        self.guard = guard
+        self.lease_ms = lease_seconds * 1000
+        self.ttl_ms = ttl_seconds * 1000
+        self._claim = guard.client.register_script(CLAIM_SCRIPT)
+        self._finish = guard.client.register_script(FINISH_SCRIPT)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        raw_keys = [value for name, value in scope["headers"] if name == HEADER]
+        if not raw_keys:
+            await self.app(scope, receive, send)
+            return
+        key = raw_keys[0].decode("latin-1")
+        if len(raw_keys) > 1 or not _VALID_KEY.fullmatch(key):
+            await _send_json(
+                send,
+                400,
+                "Idempotency-Key must be one header of 1 to 255 visible ASCII characters",
+            )
+            return
+        await self._handle(scope, receive, send, key)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
+        body = await _read_body(receive)
+        record_key = idempotency_key(client_of(scope), "POST", scope["path"], key)
+        request_fingerprint = fingerprint("POST", scope["path"], body)
+        owner = uuid.uuid4().hex
+        claim = json.dumps(
+            {"state": "in_progress", "fingerprint": request_fingerprint, "owner": owner}
+        )
+        try:
+            existing = await self.guard.call(
+                lambda r: self._claim(keys=[record_key], args=[claim, self.lease_ms], client=r)
+            )
+        except RedisUnavailable:
+            await _send_json(
+                send,
+                503,
+                "Idempotency-Key cannot be honoured right now (Redis unavailable); retry later",
+                [(b"retry-after", str(RETRY_AFTER_UNAVAILABLE_SECONDS).encode())],
+            )
+            return
+        if existing is not None:
+            await self._answer_existing(send, json.loads(existing), request_fingerprint)
+            return
+
+        captured = CapturedResponse()
+        try:
+            await self.app(scope, _replay_body(body, receive), _capture(captured))
+        except BaseException:
+            await self._release(record_key, owner)
+            raise
+        if should_store(captured.status):
+            await self._complete(record_key, owner, request_fingerprint, captured)
+        else:
+            await self._release(record_key, owner)
+        await send(
+            {"type": "http.response.start", "status": captured.status, "headers": captured.headers or []}
+        )
+        await send({"type": "http.response.body", "body": captured.body})
+
+    async def _answer_existing(
+        self, send: Send, record: dict[str, Any], request_fingerprint: str
+    ) -> None:
+        verdict = judge(record, request_fingerprint)
+        if verdict is Verdict.MISMATCH:
+            await _send_json(
+                send,
+                422,
+                "Idempotency-Key was already used with a different request body; use a new key",
+            )
+        elif verdict is Verdict.IN_PROGRESS:
+            await _send_json(
+                send,
+                409,
+                "A request with this Idempotency-Key is in progress",
+                [(b"retry-after", b"1")],
+            )
+        else:
+            headers = [
+                (name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in record["headers"]
+            ]
+            body = base64.b64decode(record["body"])
+            headers.append((b"content-length", str(len(body)).encode()))
+            headers.append(REPLAYED_HEADER)
+            await send({"type": "http.response.start", "status": record["status"], "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+    async def _complete(
+        self, record_key: str, owner: str, request_fingerprint: str, captured: CapturedResponse
+    ) -> None:
+        stored = json.dumps(
+            {
+                "state": "completed",
+                "fingerprint": request_fingerprint,
+                "owner": owner,
+                "status": captured.status,
+                "headers": [
+                    (name.decode("latin-1"), value.decode("latin-1"))
+                    for name, value in captured.headers or []
+                    if name.lower() in _STORED_HEADERS
+                ],
+                "body": base64.b64encode(captured.body).decode(),
+            }
+        )
+        try:
+            await self.guard.call(
+                lambda r: self._finish(keys=[record_key], args=[owner, stored, self.ttl_ms], client=r)
+            )
+        except RedisUnavailable:
+            # The side effect happened; the lease expires and a retry would run it again.
+            log.error("idempotency record %s not completed: redis unavailable", record_key)
+
+    async def _release(self, record_key: str, owner: str) -> None:
+        async def release(redis: Redis) -> Any:
+            return await self._finish(keys=[record_key], args=[owner, "", 0], client=redis)
+
+        try:
+            await self.guard.call(release)
+        except RedisUnavailable:
+            log.error("idempotency record %s not released: redis unavailable", record_key)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay_body(body: bytes, downstream: Receive) -> Receive:
+    """Hand the already-read body to the app once, then pass through (disconnect events)."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await downstream()
+
+    return receive
+
+
+def _capture(captured: CapturedResponse) -> Send:
+    chunks: list[bytes] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            captured.status = message["status"]
+            captured.headers = list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            captured.body = b"".join(chunks)
+
+    return send

@@ -1,0 +1,118 @@
+"""The application factory: ``create_app(settings)`` wires database, Redis and middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from app.accesslog import AccessLogMiddleware
+from app.cache import ResponseCache
+from app.config import Settings
+from app.db import create_engine, create_schema, session_factory
+from app.deps import Services
+from app.idempotency import IdempotencyMiddleware
+from app.ratelimit import RateLimiter, RateLimitMiddleware
+from app.redisguard import RedisGuard
+from app.routes import health, movies, ratings
+from app.seed import seed_demo_catalog
+
+log = logging.getLogger("app")
+
+API_VERSION = "1.0.0"
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route accepts on this path (Starlette's 405 lists only the first route's).
+
+    Probing each method keeps this independent of how routers nest their routes.
+    """
+    allowed = []
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API for ``settings`` (nothing connects until start-up)."""
+    engine = create_engine(settings.database_url)
+    guard = RedisGuard.from_settings(settings)
+    services = Services(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        guard=guard,
+        cache=ResponseCache(guard, settings.cache_ttl_seconds),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await create_schema(engine)
+        if settings.seed_demo_data:
+            added = await seed_demo_catalog(engine)
+            if added:
+                log.info("seeded the catalog with %d films", added)
+                await services.cache.invalidate()
+        try:
+            yield
+        finally:
+            await guard.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Movie API",
+        version=API_VERSION,
+        summary="Catalog and ratings, with Redis rate limiting, caching and idempotency.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.include_router(health.router)
+    app.include_router(movies.router)
+    app.include_router(ratings.router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(error.get("type") == "json_invalid" for error in errors):
+            return JSONResponse({"detail": "Request body is not valid JSON"}, status_code=400)
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    # Outermost last: proxy rewrite -> access log -> rate limit -> idempotency -> routes.
+    app.add_middleware(
+        IdempotencyMiddleware,
+        guard=guard,
+        lease_seconds=settings.idempotency_lease_seconds,
+        ttl_seconds=settings.idempotency_ttl_seconds,
+    )
+    app.add_middleware(
+        RateLimitMiddleware,
+        limiter=RateLimiter(guard, settings.rate_limit_per_minute, settings.rate_limit_window_seconds),
+    )
+    app.add_middleware(AccessLogMiddleware)
+    if settings.trusted_proxies:
+        # uvicorn's rewrite takes the right-most address not added by a trusted proxy, so a
+        # client cannot choose its identity by sending its own X-Forwarded-For.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    return app
+
+

@@ -1,0 +1,152 @@
+"""Fixed-window rate limiting per client and path: one atomic Redis round trip per request.
+
+The Lua script increments the counter, gives it an expiry when it has none (a new key, or one left
+without a TTL by anything else), and returns the count and the milliseconds left in the window.
+INCR-then-EXPIRE as two calls can leave a key that never expires and lock a client out for good.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.constants import rate_key
+from app.identity import client_of
+from app.redisguard import RedisGuard, RedisUnavailable
+
+log = logging.getLogger("app.ratelimit")
+
+HIT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"""
+
+TOO_MANY_REQUESTS_BODY = json.dumps({"detail": "Too many requests"}).encode()
+
+EXEMPT_PATHS = frozenset({"/health", "/ready"})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of counting one request."""
+
+    limit: int
+    count: int
+    reset_seconds: int
+    window_seconds: int
+
+    @property
+    def allowed(self) -> bool:
+        """Whether this request is within the limit."""
+        return self.count <= self.limit
+
+    @property
+    def remaining(self) -> int:
+        """Requests left in the window, never below 0."""
+        return max(0, self.limit - self.count)
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """X-RateLimit-* (reset in seconds) and the IETF draft RateLimit/RateLimit-Policy pair."""
+        pairs = [
+            ("x-ratelimit-limit", str(self.limit)),
+            ("x-ratelimit-remaining", str(self.remaining)),
+            ("x-ratelimit-reset", str(self.reset_seconds)),
+            ("ratelimit-policy", f'"default";q={self.limit};w={self.window_seconds}'),
+            ("ratelimit", f'"default";r={self.remaining};t={self.reset_seconds}'),
+        ]
+        if not self.allowed:
+            pairs.append(("retry-after", str(self.reset_seconds)))
+        return [(name.encode(), value.encode()) for name, value in pairs]
+
+
+def decide(limit: int, window_seconds: int, count: int, ttl_ms: int) -> Decision:
+    """Turn the script's (count, ms left) into a decision; reset is whole seconds, at least 1."""
+    reset = max(1, math.ceil(ttl_ms / 1000))
+    return Decision(limit=limit, count=count, reset_seconds=reset, window_seconds=window_seconds)
+
+
+class RateLimiter:
+    """Counts hits in Redis through the guarded client."""
+
+    def __init__(
+        self,
+        guard: RedisGuard,
+        limit: int,
+        window_seconds: int,
+        route_limits: dict[str, int] | None = None,
+    ) -> None:
+        if limit < 1 or window_seconds < 1:
+            raise ValueError("limit and window must be at least 1")
+        self.guard = guard
+        self.limit = limit
+        self.window_seconds = window_seconds
+        self.route_limits = dict(route_limits or {})
+        self._script = guard.client.register_script(HIT_SCRIPT)
+
+    def limit_for(self, path: str) -> int:
+        """The limit of a path: its own, or the default."""
+        return self.route_limits.get(path, self.limit)
+
+    async def hit(self, client: str, path: str) -> Decision:
+        """Count one request; raises RedisUnavailable when Redis can't answer."""
+        window_ms = self.window_seconds * 1000
+
+        async def run(redis: Redis) -> list[int]:
+            # redis-py's Script runs EVALSHA and falls back to EVAL on NOSCRIPT.
+            result = await self._script(keys=[rate_key(client, path)], args=[window_ms], client=redis)
+            return [int(x) for x in result]
+
+        count, ttl_ms = await self.guard.call(run)
+        return decide(self.limit_for(path), self.window_seconds, count, ttl_ms)
+
+
+class RateLimitMiddleware:
+    """Pure ASGI middleware: counts every HTTP request, adds headers, answers 429 over the limit."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            decision = await self.limiter.hit(client_of(scope), scope["path"])
+        except RedisUnavailable:
+            # Fail open: serve the request, without X-RateLimit headers that would lie.
+            scope.setdefault("state", {})["rate_limit"] = "bypass"
+            await self.app(scope, receive, send)
+            return
+        if not decision.allowed:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 429,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(TOO_MANY_REQUESTS_BODY)).encode()),
+                        *decision.headers(),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": TOO_MANY_REQUESTS_BODY})
+            return
+        extra = decision.headers()
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

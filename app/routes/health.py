@@ -1,0 +1,60 @@
+"""Liveness and readiness probes (exempt from rate limiting)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.deps import ServicesDep
+from app.models import Check, Liveness, Readiness
+
+router = APIRouter(tags=["health"])
+
+READY_CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/health", response_model=Liveness)
+async def health() -> Liveness:
+    """Liveness: the process answers. No I/O."""
+    return Liveness(status="ok")
+
+
+async def _timed(probe: Callable[[], Awaitable[object]]) -> Check:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(probe(), READY_CHECK_TIMEOUT_SECONDS)
+    except (TimeoutError, RedisError, SQLAlchemyError, OSError) as exc:
+        reason = str(exc) or type(exc).__name__
+        return Check(ok=False, detail=f"{type(exc).__name__}: {reason}"[:300])
+    return Check(ok=True, detail="ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is down; see checks."}},
+)
+async def ready(services: ServicesDep) -> JSONResponse:
+    """Readiness: the database and Redis answer. 503 names the failing check."""
+
+    async def database() -> None:
+        async with services.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def redis() -> None:
+        await services.guard.client.ping()
+
+    checks = {"database": await _timed(database), "redis": await _timed(redis)}
+    ok = all(check.ok for check in checks.values())
+    body = Readiness(status="ready" if ok else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
+
+
+

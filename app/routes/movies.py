@@ -1,0 +1,157 @@
+"""The catalog: list, read, create, replace, delete films (reads cached in Redis)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
+
+from app.cache import CachedBody, cache_digest, etag_matches
+from app.constants import IDEMPOTENCY_KEY_PATTERN, MAX_DB_ID
+from app.deps import ServicesDep, SessionDep
+from app.models import Movie, MovieIn, MoviePage
+from app import repository
+from app.responses import CACHE_HEADERS, errors, success
+
+router = APIRouter(prefix="/movies", tags=["movies"])
+
+MovieId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="Film id.")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Makes a retried POST safe: the first response is replayed for 24 h.",
+    ),
+]
+REPLAY_HEADER = {
+    "Idempotent-Replayed": {
+        "description": "true when this is a stored response replayed for a repeated key.",
+        "schema": {"type": "string", "enum": ["true"]},
+        "required": False,
+    }
+}
+NOT_MODIFIED = {
+    304: {"description": "Not modified: the If-None-Match tag is current.", "headers": CACHE_HEADERS}
+}
+
+
+class MovieNotFound(HTTPException):
+    """404 for a film id."""
+
+    def __init__(self, movie_id: int) -> None:
+        super().__init__(status.HTTP_404_NOT_FOUND, f"Movie {movie_id} not found")
+
+
+def _cached_response(request: Request, cached: CachedBody) -> Response:
+    headers = {"ETag": cached.etag, "X-Cache": cached.status.value, "Cache-Control": "no-cache"}
+    if etag_matches(request.headers.get("if-none-match"), cached.etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(cached.body, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "",
+    response_model=MoviePage,
+    responses={**success(200, "A page of films.", CACHE_HEADERS), **NOT_MODIFIED, **errors()},
+)
+async def list_movies(
+    request: Request,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000, description="Films to skip.")] = 0,
+    genre: Annotated[
+        str | None, Query(min_length=1, max_length=40, description="Only films of this genre.")
+    ] = None,
+) -> Response:
+    """List films by id, optionally of one genre. Cached; supports If-None-Match."""
+    key_genre = genre.casefold() if genre is not None else None
+    digest = cache_digest("/movies", {"limit": limit, "offset": offset, "genre": key_genre})
+
+    async def load() -> bytes:
+        async with services.sessions() as session:
+            page = await repository.list_movies(session, limit=limit, offset=offset, genre=genre)
+        return page.model_dump_json().encode()
+
+    return _cached_response(request, await services.cache.get_or_load(digest, load))
+
+
+@router.get(
+    "/{movie_id}",
+    response_model=Movie,
+    responses={**success(200, "The film.", CACHE_HEADERS), **NOT_MODIFIED, **errors(404)},
+)
+async def read_movie(request: Request, services: ServicesDep, movie_id: MovieId) -> Response:
+    """One film with its rating summary. Cached; supports If-None-Match."""
+
+    async def load() -> bytes:
+        async with services.sessions() as session:
+            movie = await repository.get_movie(session, movie_id)
+        if movie is None:
+            raise MovieNotFound(movie_id)
+        return movie.model_dump_json().encode()
+
+    digest = cache_digest(f"/movies/{movie_id}", {})
+    return _cached_response(request, await services.cache.get_or_load(digest, load))
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Movie,
+    responses={
+        **success(
+            201,
+            "Created; Location names the new film.",
+            {
+                "Location": {"description": "URL of the film.", "schema": {"type": "string"}, "required": True},
+                **REPLAY_HEADER,
+            },
+        ),
+        **errors(400, 409, 422, 503),
+    },
+)
+async def create_movie(
+    data: MovieIn,
+    response: Response,
+    session: SessionDep,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Movie:
+    """Add a film. Send an Idempotency-Key to make retries safe."""
+    movie = await repository.create_movie(session, data)
+    await services.cache.invalidate()
+    response.headers["Location"] = f"/movies/{movie.id}"
+    return movie
+
+
+@router.put(
+    "/{movie_id}",
+    response_model=Movie,
+    responses={**success(200, "The replaced film."), **errors(400, 404, 422)},
+)
+async def replace_movie(
+    movie_id: MovieId, data: MovieIn, session: SessionDep, services: ServicesDep
+) -> Movie:
+    """Replace every field of a film."""
+    movie = await repository.replace_movie(session, movie_id, data)
+    if movie is None:
+        raise MovieNotFound(movie_id)
+    await services.cache.invalidate()
+    return movie
+
+
+@router.delete(
+    "/{movie_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={**success(204, "Deleted, with its ratings."), **errors(404)},
+)
+async def delete_movie(movie_id: MovieId, session: SessionDep, services: ServicesDep) -> Response:
+    """Delete a film and its ratings."""
+    if not await repository.delete_movie(session, movie_id):
+        raise MovieNotFound(movie_id)
+    await services.cache.invalidate()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,44 @@
+"""Run the API under uvicorn with the project's settings (``python -m app``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from app.config import Settings, SettingsError, load_settings
+from app.main import create_app
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """One plain-text format for the app's loggers, on stderr."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+
+
+def serve(settings: Settings) -> None:
+    """Serve until interrupted. Proxy headers are handled inside the app from its settings,
+    so uvicorn's own (which trusts 127.0.0.1 by default) is switched off."""
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=False,
+        access_log=False,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+    )
+
+
+def main() -> int:
+    """Entry point: read settings once, refuse to start on invalid ones."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0

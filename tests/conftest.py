@@ -1,0 +1,84 @@
+"""Fixtures with real services: a valkey-server for the session, a fresh database per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from app.config import Settings
+from app.main import create_app
+from tests.support import ValkeyProcess
+
+CLIENT_IP = "203.0.113.7"
+
+
+@pytest.fixture(scope="session")
+def valkey() -> Iterator[ValkeyProcess]:
+    """One real valkey-server for the whole session."""
+    server = ValkeyProcess()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis(valkey: ValkeyProcess) -> AsyncIterator[Redis]:
+    """A client of the session's server, flushed before each test."""
+    client = Redis.from_url(valkey.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, valkey: ValkeyProcess) -> Callable[..., Settings]:
+    """Settings for a test: its own SQLite file, the session's Redis, a generous limit."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'movies.db'}",
+            "redis_url": valkey.url,
+            "rate_limit_per_minute": 10_000,
+            "seed_demo_data": False,
+            "_env_file": None,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """Default test settings."""
+    return make_settings()
+
+
+@pytest.fixture
+async def app(settings: Settings, redis: Redis) -> AsyncIterator[FastAPI]:
+    """The app for ``settings``, started (schema created) and stopped around the test."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process HTTP client; the peer address is CLIENT_IP."""
+    transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the tests' environment from leaking real settings in."""
+    for name in list(os.environ):
+        if name.startswith("MOVIE_"):
+            del os.environ[name]
