@@ -8,6 +8,7 @@ a slow reader can never write pre-change data back after a writer invalidated.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -102,7 +103,9 @@ class ResponseCache:
             return await self._bypass(load)
         try:
             generation, raw = await self.guard.call(
-                lambda r: self._read(keys=[CACHE_GENERATION_KEY], args=[CACHE_ENTRY_PREFIX, digest], client=r)
+                lambda r: self._read(
+                    keys=[CACHE_GENERATION_KEY], args=[CACHE_ENTRY_PREFIX, digest], client=r
+                )
             )
         except RedisUnavailable:
             return await self._bypass(load)
@@ -111,7 +114,8 @@ class ResponseCache:
             return CachedBody(body, etag, CacheStatus.HIT)
         body = await load()
         etag = strong_etag(body)
-        try:
+        # Redis failing here: the body was served fresh from the database, just not cached.
+        with contextlib.suppress(RedisUnavailable):
             await self.guard.call(
                 lambda r: self._store(
                     keys=[CACHE_GENERATION_KEY],
@@ -119,8 +123,6 @@ class ResponseCache:
                     client=r,
                 )
             )
-        except RedisUnavailable:
-            pass  # served fresh from the database; nothing cached
         return CachedBody(body, etag, CacheStatus.MISS)
 
     async def invalidate(self) -> None:

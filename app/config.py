@@ -54,7 +54,13 @@ class Settings(BaseSettings):
         description="Comma-separated IPs/CIDRs whose X-Forwarded-For is trusted (empty: none).",
     )
     redis_timeout_ms: int = Field(
-        default=100, ge=5, le=10_000, description="Socket timeout for Redis on the request path."
+        default=100, ge=5, le=10_000, description="Read timeout for Redis on the request path."
+    )
+    redis_connect_timeout_ms: int = Field(
+        default=1_000,
+        ge=5,
+        le=30_000,
+        description="Connect timeout for Redis (a burst opens many connections at once).",
     )
     redis_breaker_threshold: int = Field(
         default=3, ge=1, le=1_000, description="Consecutive Redis errors that open the breaker."

@@ -31,7 +31,9 @@ def get_services(request: Request) -> Services:
     return services
 
 
-async def get_session(services: Annotated[Services, Depends(get_services)]) -> AsyncIterator[AsyncSession]:
+async def get_session(
+    services: Annotated[Services, Depends(get_services)],
+) -> AsyncIterator[AsyncSession]:
     """A database session for one request."""
     async with services.sessions() as session:
         yield session

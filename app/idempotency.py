@@ -180,7 +180,11 @@ class IdempotencyMiddleware:
         else:
             await self._release(record_key, owner)
         await send(
-            {"type": "http.response.start", "status": captured.status, "headers": captured.headers or []}
+            {
+                "type": "http.response.start",
+                "status": captured.status,
+                "headers": captured.headers or [],
+            }
         )
         await send({"type": "http.response.body", "body": captured.body})
 
@@ -209,7 +213,9 @@ class IdempotencyMiddleware:
             body = base64.b64decode(record["body"])
             headers.append((b"content-length", str(len(body)).encode()))
             headers.append(REPLAYED_HEADER)
-            await send({"type": "http.response.start", "status": record["status"], "headers": headers})
+            await send(
+                {"type": "http.response.start", "status": record["status"], "headers": headers}
+            )
             await send({"type": "http.response.body", "body": body})
 
     async def _complete(
@@ -231,7 +237,9 @@ class IdempotencyMiddleware:
         )
         try:
             await self.guard.call(
-                lambda r: self._finish(keys=[record_key], args=[owner, stored, self.ttl_ms], client=r)
+                lambda r: self._finish(
+                    keys=[record_key], args=[owner, stored, self.ttl_ms], client=r
+                )
             )
         except RedisUnavailable:
             # The side effect happened; the lease expires and a retry would run it again.

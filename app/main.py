@@ -106,7 +106,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(
         RateLimitMiddleware,
-        limiter=RateLimiter(guard, settings.rate_limit_per_minute, settings.rate_limit_window_seconds),
+        limiter=RateLimiter(
+            guard, settings.rate_limit_per_minute, settings.rate_limit_window_seconds
+        ),
     )
     app.add_middleware(AccessLogMiddleware)
     if settings.trusted_proxies:
@@ -114,5 +116,3 @@ def create_app(settings: Settings) -> FastAPI:
         # client cannot choose its identity by sending its own X-Forwarded-For.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
-
-

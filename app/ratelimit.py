@@ -103,7 +103,9 @@ class RateLimiter:
 
         async def run(redis: Redis) -> list[int]:
             # redis-py's Script runs EVALSHA and falls back to EVAL on NOSCRIPT.
-            result = await self._script(keys=[rate_key(client, path)], args=[window_ms], client=redis)
+            result = await self._script(
+                keys=[rate_key(client, path)], args=[window_ms], client=redis
+            )
             return [int(x) for x in result]
 
         count, ttl_ms = await self.guard.call(run)

@@ -62,7 +62,6 @@ class CircuitBreaker:
                 log.error("redis failed %d times in a row; skipping it", self.failures)
             self.opened_at = self.clock()
 
-    @property
     def is_open(self) -> bool:
         """Whether calls are being skipped right now."""
         if self.opened_at is None:
@@ -81,11 +80,10 @@ class RedisGuard:
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisGuard:
         """A client with the short socket timeouts of the request path."""
-        timeout = settings.redis_timeout_ms / 1000
         client = Redis.from_url(
             settings.redis_url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
+            socket_timeout=settings.redis_timeout_ms / 1000,
+            socket_connect_timeout=settings.redis_connect_timeout_ms / 1000,
             retry_on_timeout=False,
             retry=None,
             health_check_interval=0,

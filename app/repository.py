@@ -44,7 +44,7 @@ async def _rating_stats(
         .where(RatingRow.movie_id.in_(movie_ids))
         .group_by(RatingRow.movie_id)
     )
-    return {movie_id: (avg, count) for movie_id, avg, count in rows.tuples()}
+    return {movie_id: (avg, count) for movie_id, avg, count in rows}
 
 
 def _filtered(statement: Select[Any], genre: str | None) -> Select[Any]:

@@ -23,8 +23,12 @@ def rate_limit_headers(required: bool) -> dict[str, Any]:
             {"type": "integer", "minimum": 1},
             required,
         ),
-        "RateLimit-Policy": _header("IETF draft policy: quota and window.", {"type": "string"}, required),
-        "RateLimit": _header("IETF draft state: remaining and reset.", {"type": "string"}, required),
+        "RateLimit-Policy": _header(
+            "IETF draft policy: quota and window.", {"type": "string"}, required
+        ),
+        "RateLimit": _header(
+            "IETF draft state: remaining and reset.", {"type": "string"}, required
+        ),
     }
 
 
@@ -35,7 +39,9 @@ CACHE_HEADERS: dict[str, Any] = {
         {"type": "string", "enum": ["HIT", "MISS", "BYPASS"]},
         True,
     ),
-    "Cache-Control": _header("Always no-cache: revalidate with If-None-Match.", {"type": "string"}, True),
+    "Cache-Control": _header(
+        "Always no-cache: revalidate with If-None-Match.", {"type": "string"}, True
+    ),
 }
 
 _ERRORS: dict[int, tuple[str, type[Any]]] = {
@@ -56,18 +62,24 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         entry: dict[str, Any] = {"model": model, "description": description}
         if code == 429:
             entry["headers"] = {
-                "Retry-After": _header("Seconds to wait before retrying.", {"type": "integer", "minimum": 1}, True),
+                "Retry-After": _header(
+                    "Seconds to wait before retrying.", {"type": "integer", "minimum": 1}, True
+                ),
                 **rate_limit_headers(required=True),
             }
         elif code in (409, 503):
             entry["headers"] = {
-                "Retry-After": _header("Seconds to wait before retrying.", {"type": "integer", "minimum": 1}, True)
+                "Retry-After": _header(
+                    "Seconds to wait before retrying.", {"type": "integer", "minimum": 1}, True
+                )
             }
         documented[code] = entry
     return documented
 
 
-def success(code: int, description: str, headers: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+def success(
+    code: int, description: str, headers: dict[str, Any] | None = None
+) -> dict[int | str, dict[str, Any]]:
     """A documented success response with the optional rate-limit headers (and any others)."""
     return {
         code: {

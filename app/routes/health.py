@@ -55,6 +55,3 @@ async def ready(services: ServicesDep) -> JSONResponse:
     ok = all(check.ok for check in checks.values())
     body = Readiness(status="ready" if ok else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)
-
-
-

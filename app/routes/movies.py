@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
 
+from app import repository
 from app.cache import CachedBody, cache_digest, etag_matches
 from app.constants import IDEMPOTENCY_KEY_PATTERN, MAX_DB_ID
 from app.deps import ServicesDep, SessionDep
 from app.models import Movie, MovieIn, MoviePage
-from app import repository
 from app.responses import CACHE_HEADERS, errors, success
 
 router = APIRouter(prefix="/movies", tags=["movies"])
@@ -33,8 +33,11 @@ REPLAY_HEADER = {
         "required": False,
     }
 }
-NOT_MODIFIED = {
-    304: {"description": "Not modified: the If-None-Match tag is current.", "headers": CACHE_HEADERS}
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {
+        "description": "Not modified: the If-None-Match tag is current.",
+        "headers": CACHE_HEADERS,
+    }
 }
 
 
@@ -106,7 +109,11 @@ async def read_movie(request: Request, services: ServicesDep, movie_id: MovieId)
             201,
             "Created; Location names the new film.",
             {
-                "Location": {"description": "URL of the film.", "schema": {"type": "string"}, "required": True},
+                "Location": {
+                    "description": "URL of the film.",
+                    "schema": {"type": "string"},
+                    "required": True,
+                },
                 **REPLAY_HEADER,
             },
         ),

@@ -17,7 +17,10 @@ router = APIRouter(prefix="/movies", tags=["ratings"])
     "/{movie_id}/ratings",
     status_code=status.HTTP_201_CREATED,
     response_model=Rating,
-    responses={**success(201, "The stored rating.", REPLAY_HEADER), **errors(400, 404, 409, 422, 503)},
+    responses={
+        **success(201, "The stored rating.", REPLAY_HEADER),
+        **errors(400, 404, 409, 422, 503),
+    },
 )
 async def rate_movie(
     movie_id: MovieId,

@@ -1,0 +1,186 @@
+"""Catalog and ratings over HTTP: CRUD, validation, filters, errors, seeding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from app.config import Settings
+from app.main import create_app
+from app.seed import FILMS
+
+MOVIE = {"title": "Heat", "year": 1995, "genres": ["Crime", "Drama"]}
+
+
+async def test_create_returns_201_with_location_and_the_movie(client: httpx.AsyncClient) -> None:
+    """POST → 201, Location points at a readable film, timestamps are timezone-aware."""
+    created = await client.post("/movies", json=MOVIE)
+    assert created.status_code == 201
+    body = created.json()
+    assert created.headers["location"] == f"/movies/{body['id']}"
+    assert body["title"] == "Heat"
+    assert body["genres"] == ["Crime", "Drama"]
+    assert body["rating_average"] is None
+    assert body["rating_count"] == 0
+    assert body["created_at"].endswith("Z") or body["created_at"].endswith("+00:00")
+    fetched = await client.get(created.headers["location"])
+    assert fetched.json() == body
+
+
+async def test_put_replaces_every_field_and_delete_removes(client: httpx.AsyncClient) -> None:
+    """PUT → 200 with new values; DELETE → 204, then 404 everywhere."""
+    movie_id = (await client.post("/movies", json=MOVIE)).json()["id"]
+    replaced = await client.put(f"/movies/{movie_id}", json={"title": "Ronin", "year": 1998})
+    assert replaced.status_code == 200
+    assert replaced.json()["title"] == "Ronin"
+    assert replaced.json()["genres"] == []
+    deleted = await client.delete(f"/movies/{movie_id}")
+    assert deleted.status_code == 204
+    assert deleted.content == b""
+    for method in ["GET", "DELETE"]:
+        missing = await client.request(method, f"/movies/{movie_id}")
+        assert missing.status_code == 404
+        assert missing.json() == {"detail": f"Movie {movie_id} not found"}
+    put_missing = await client.put(f"/movies/{movie_id}", json=MOVIE)
+    assert put_missing.status_code == 404
+
+
+async def test_rating_again_replaces_the_earlier_score(client: httpx.AsyncClient) -> None:
+    """One rating per user and film; the average follows the latest scores."""
+    movie_id = (await client.post("/movies", json=MOVIE)).json()["id"]
+    first = await client.post(f"/movies/{movie_id}/ratings", json={"user_id": 1, "score": 2})
+    assert first.status_code == 201
+    assert first.json()["score"] == 2
+    await client.post(f"/movies/{movie_id}/ratings", json={"user_id": 1, "score": 4.5})
+    await client.post(f"/movies/{movie_id}/ratings", json={"user_id": 2, "score": 3.5})
+    movie = (await client.get(f"/movies/{movie_id}")).json()
+    assert movie["rating_count"] == 2
+    assert movie["rating_average"] == 4.0
+    missing = await client.post("/movies/424242/ratings", json={"user_id": 1, "score": 2})
+    assert missing.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"user_id": 1, "score": 0},
+        {"user_id": 1, "score": 5.5},
+        {"user_id": 1, "score": 3.3},
+        {"user_id": 0, "score": 3},
+        {"user_id": 1},
+        {"user_id": 1, "score": 3, "extra": True},
+    ],
+)
+async def test_invalid_ratings_are_422(
+    client: httpx.AsyncClient, payload: dict[str, object]
+) -> None:
+    """Scores are 0.5 to 5 in half steps, user ids positive, no unknown fields."""
+    movie_id = (await client.post("/movies", json=MOVIE)).json()["id"]
+    response = await client.post(f"/movies/{movie_id}/ratings", json=payload)
+    assert response.status_code == 422
+    assert isinstance(response.json()["detail"], list)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"title": "", "year": 1995},
+        {"title": "   ", "year": 1995},
+        {"title": "x" * 201, "year": 1995},
+        {"title": "Heat", "year": 1700},
+        {"title": "Heat", "year": "soon"},
+        {"title": "Heat", "year": 1995, "genres": ["x" * 41]},
+        {"title": "Heat", "year": 1995, "genres": ["A"] * 11},
+    ],
+)
+async def test_invalid_movies_are_422_and_nothing_is_stored(
+    client: httpx.AsyncClient, payload: dict[str, object]
+) -> None:
+    """Schema constraints reject bad input with FastAPI's detail list."""
+    response = await client.post("/movies", json=payload)
+    assert response.status_code == 422
+    assert (await client.get("/movies")).json()["total"] == 0
+
+
+async def test_integral_float_year_is_accepted(client: httpx.AsyncClient) -> None:
+    """JSON Schema calls 1959.0 an integer, so the API accepts it."""
+    response = await client.post("/movies", json={"title": "Ben-Hur", "year": 1959.0})
+    assert response.status_code == 201
+    assert response.json()["year"] == 1959
+
+
+async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
+    """A body that is not JSON gets a 400 with a message, not a 500."""
+    response = await client.post(
+        "/movies", content=b'{"title": ', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Request body is not valid JSON"}
+
+
+async def test_list_pages_and_filters_by_genre_case_insensitively(
+    client: httpx.AsyncClient,
+) -> None:
+    """limit/offset page through films by id; genre filters; total counts the filter."""
+    for n in range(5):
+        genres = ["Drama"] if n % 2 else ["Comedy"]
+        await client.post(
+            "/movies", json={"title": f"Film {n}", "year": 2000 + n, "genres": genres}
+        )
+    page = (await client.get("/movies", params={"limit": 2, "offset": 1})).json()
+    assert [m["title"] for m in page["items"]] == ["Film 1", "Film 2"]
+    assert (page["total"], page["limit"], page["offset"]) == (5, 2, 1)
+    drama = (await client.get("/movies", params={"genre": "drama"})).json()
+    assert [m["title"] for m in drama["items"]] == ["Film 1", "Film 3"]
+    assert drama["total"] == 2
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=101", "offset=-1", "offset=1000001", "genre=", "limit=abc"]
+)
+async def test_out_of_bounds_paging_is_422(client: httpx.AsyncClient, query: str) -> None:
+    """Paging parameters have sane bounds."""
+    assert (await client.get(f"/movies?{query}")).status_code == 422
+
+
+@pytest.mark.parametrize("movie_id", ["0", "2147483648", "abc"])
+async def test_out_of_range_ids_are_422_not_500(client: httpx.AsyncClient, movie_id: str) -> None:
+    """Ids are bounded by the database integer range."""
+    assert (await client.get(f"/movies/{movie_id}")).status_code == 422
+
+
+async def test_wrong_method_is_405_listing_every_allowed_method(client: httpx.AsyncClient) -> None:
+    """Allow names the methods of every route on the path, not only the first."""
+    collection = await client.request("PATCH", "/movies")
+    assert collection.status_code == 405
+    assert collection.headers["allow"] == "GET, POST"
+    item = await client.request("POST", "/movies/1")
+    assert item.headers["allow"] == "DELETE, GET, PUT"
+
+
+async def test_health_is_200_and_ready_reports_each_check(client: httpx.AsyncClient) -> None:
+    """Liveness without I/O; readiness with database and redis checks."""
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    ready = await client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    assert set(ready.json()["checks"]) == {"database", "redis"}
+
+
+async def test_first_start_seeds_real_films_once(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """A fresh database gets the demo catalog; a second start adds nothing."""
+    settings = make_settings(seed_demo_data=True)
+    for _ in range(2):
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                page = (await client.get("/movies", params={"limit": 100})).json()
+    assert len(FILMS) >= 50
+    assert page["total"] == len(FILMS)
+    assert page["items"][0]["title"] == "The Shawshank Redemption"

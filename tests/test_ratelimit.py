@@ -1,0 +1,162 @@
+"""Rate limiting: one atomic round trip, exact 429s, TTLs always set, identity not forgeable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+import pytest
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from app.config import Settings
+from app.constants import rate_key
+from app.main import create_app
+from app.ratelimit import decide
+from tests.conftest import CLIENT_IP
+from tests.support import ThreadedServer, ValkeyProcess
+
+RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+
+
+def test_decision_headers_count_down_and_never_go_negative() -> None:
+    """Remaining is limit - count, floored at 0; reset is whole seconds, at least 1."""
+    assert decide(20, 60, 1, 59_999).remaining == 19
+    over = decide(20, 60, 25, 1)
+    assert over.remaining == 0
+    assert over.reset_seconds == 1
+    assert not over.allowed
+    headers = dict(over.headers())
+    assert headers[b"retry-after"] == b"1"
+    assert headers[b"ratelimit"] == b'"default";r=0;t=1'
+    assert headers[b"ratelimit-policy"] == b'"default";q=20;w=60'
+
+
+async def test_21st_request_gets_exactly_the_documented_429(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """With a limit of 20, request 21 is refused with the exact body, Retry-After and headers."""
+    app = create_app(make_settings(rate_limit_per_minute=20))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for expected_remaining in range(19, -1, -1):
+                ok = await client.get("/movies")
+                assert ok.status_code == 200
+                assert ok.headers["x-ratelimit-limit"] == "20"
+                assert ok.headers["x-ratelimit-remaining"] == str(expected_remaining)
+            refused = await client.get("/movies")
+    assert refused.status_code == 429
+    assert refused.content == b'{"detail": "Too many requests"}'
+    assert refused.headers["content-type"] == "application/json"
+    retry_after = int(refused.headers["retry-after"])
+    assert 1 <= retry_after <= 60
+    assert refused.headers["x-ratelimit-limit"] == "20"
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+    assert 1 <= int(refused.headers["x-ratelimit-reset"]) <= 60
+    assert refused.headers["ratelimit"] == f'"default";r=0;t={refused.headers["x-ratelimit-reset"]}'
+
+
+async def test_limits_are_per_path_and_probes_are_exempt(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """Another path has its own counter; /health and /ready never count or get limited."""
+    app = create_app(make_settings(rate_limit_per_minute=2))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            statuses = [(await client.get("/movies")).status_code for _ in range(3)]
+            other = await client.get("/movies/1")
+            probes = [(await client.get(path)).status_code for path in ["/health", "/ready"] * 3]
+            health = await client.get("/health")
+    assert statuses == [200, 200, 429]
+    assert other.status_code == 404
+    assert other.headers["x-ratelimit-remaining"] == "1"
+    assert probes == [200] * 6
+    assert "x-ratelimit-limit" not in health.headers
+    assert await redis.exists(rate_key(CLIENT_IP, "/health")) == 0
+
+
+def test_100_concurrent_requests_let_exactly_the_limit_through(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """Over real HTTP, 100 simultaneous requests against a limit of 20: exactly 20 succeed."""
+    app = create_app(make_settings(rate_limit_per_minute=20))
+
+    async def burst(url: str) -> list[int]:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+            responses = await asyncio.gather(*(client.get("/movies") for _ in range(100)))
+        return [response.status_code for response in responses]
+
+    with ThreadedServer(app).running() as server:
+        statuses = asyncio.run(burst(server.url))
+    assert statuses.count(200) == 20
+    assert statuses.count(429) == 80
+
+
+async def test_every_rate_key_has_a_ttl(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """Every rate:* key expires, including one that something left without a TTL."""
+    await redis.set(rate_key(CLIENT_IP, "/movies/1"), 5)  # a counter stranded without expiry
+    app = create_app(make_settings(rate_limit_per_minute=50))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for path in ["/movies", "/movies/1", "/movies?limit=3", "/movies/2", "/nowhere"]:
+                await client.get(path)
+    keys = [key async for key in redis.scan_iter(match="rate:*")]
+    assert len(keys) == 4  # the query string is not part of the key
+    for key in keys:
+        ttl = await redis.pttl(key)
+        assert 0 < ttl <= 60_000, key
+    assert int(await redis.get(rate_key(CLIENT_IP, "/movies/1")) or 0) == 6
+
+
+async def test_limiter_recovers_when_redis_forgets_its_script(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """After SCRIPT FLUSH (a Redis restart), EVALSHA's NOSCRIPT falls back to EVAL."""
+    app = create_app(make_settings(rate_limit_per_minute=5))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            first = await client.get("/movies")
+            await redis.script_flush()
+            second = await client.get("/movies")
+    assert first.headers["x-ratelimit-remaining"] == "4"
+    assert second.headers["x-ratelimit-remaining"] == "3"
+
+
+@pytest.mark.parametrize("trusted", [[], ["127.0.0.1"]])
+def test_forged_x_forwarded_for_does_not_escape_the_limit(
+    make_settings: Callable[..., Settings], redis: Redis, valkey: ValkeyProcess, trusted: list[str]
+) -> None:
+    """A client sending a fresh X-Forwarded-For on every request stays one client.
+
+    Untrusted peer: the header is ignored. Trusted proxy: only the right-most address (the one
+    the proxy itself appended) counts, never the client-chosen left-most entries.
+    """
+    app = create_app(make_settings(rate_limit_per_minute=3, trusted_proxies=trusted))
+
+    async def forge(url: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=url) as client:
+            statuses = []
+            for n in range(6):
+                headers = {"X-Forwarded-For": f"10.0.0.{n}, 198.51.100.9"}
+                statuses.append((await client.get("/movies", headers=headers)).status_code)
+            return statuses
+
+    with ThreadedServer(app).running() as server:
+        statuses = asyncio.run(forge(server.url))
+    assert statuses == [200, 200, 200, 429, 429, 429]
+    expected_client = "198.51.100.9" if trusted else "127.0.0.1"
+    keys = _rate_keys(valkey)
+    assert keys == {rate_key(expected_client, "/movies")}
+
+
+def _rate_keys(valkey: ValkeyProcess) -> set[str]:
+    with SyncRedis.from_url(valkey.url) as client:
+        return {key.decode() for key in client.scan_iter(match="rate:*")}
