@@ -16,6 +16,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -122,6 +123,13 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables (idempotent)."""
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
+    """Create missing tables (idempotent, and safe when the API and worker start together)."""
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+    except OperationalError as exc:
+        # Another process created a table between our check and our CREATE: check again.
+        if "already exists" not in str(exc):
+            raise
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)

@@ -77,6 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
         version=API_VERSION,
         summary="Catalog and ratings, with Redis rate limiting, caching and idempotency.",
         lifespan=lifespan,
+        # operationId = handler name (read_movie, create_movie …): stable, and what links use.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.services = services
     app.include_router(health.router)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import GenreRow, MovieRow, RatingRow, utcnow
@@ -123,8 +124,13 @@ async def rate_movie(session: AsyncSession, movie_id: int, data: RatingIn) -> Ra
         index_elements=[RatingRow.user_id, RatingRow.movie_id],
         set_={"score": data.score, "rated_at": now},
     )
-    await session.execute(statement)
-    await session.commit()
+    try:
+        await session.execute(statement)
+        await session.commit()
+    except IntegrityError:
+        # The film was deleted between the check and the insert (foreign key).
+        await session.rollback()
+        return None
     return Rating(movie_id=movie_id, user_id=data.user_id, score=data.score, rated_at=now)
 
 

@@ -78,12 +78,30 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def success(
-    code: int, description: str, headers: dict[str, Any] | None = None
+    code: int,
+    description: str,
+    headers: dict[str, Any] | None = None,
+    links: dict[str, Any] | None = None,
 ) -> dict[int | str, dict[str, Any]]:
     """A documented success response with the optional rate-limit headers (and any others)."""
+    entry: dict[str, Any] = {
+        "description": description,
+        "headers": {**rate_limit_headers(required=False), **(headers or {})},
+    }
+    if links:
+        entry["links"] = links
+    return {code: entry}
+
+
+def movie_links(id_expression: str) -> dict[str, Any]:
+    """OpenAPI links from a response naming a film to every operation on that film."""
+    parameters = {"movie_id": id_expression}
     return {
-        code: {
-            "description": description,
-            "headers": {**rate_limit_headers(required=False), **(headers or {})},
-        }
+        name: {"operationId": operation, "parameters": parameters}
+        for name, operation in [
+            ("GetMovie", "read_movie"),
+            ("ReplaceMovie", "replace_movie"),
+            ("DeleteMovie", "delete_movie"),
+            ("RateMovie", "rate_movie"),
+        ]
     }

@@ -36,6 +36,15 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             headers[name] = f"contract-{uuid.uuid4()}"
 
 
+CALLS: list[tuple[str, int]] = []
+
+
+@schemathesis.hook
+def after_call(context: Any, case: Any, response: Any) -> None:
+    """Record (operation, status) of every call, to prove the stateful phase followed links."""
+    CALLS.append((case.operation.label, response.status_code))
+
+
 @pytest.fixture(scope="module")
 def contract_app(valkey: Any, tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     """The API with real SQLite and valkey; Schemathesis runs its lifespan itself."""
@@ -45,7 +54,8 @@ def contract_app(valkey: Any, tmp_path_factory: pytest.TempPathFactory) -> FastA
             database_url=f"sqlite+aiosqlite:///{db}",
             redis_url=valkey.url,
             rate_limit_per_minute=1_000_000,
-            seed_demo_data=True,
+            # An empty catalog: a film can only be found through a link from its creation.
+            seed_demo_data=False,
             _env_file=None,
         )
     )
@@ -69,6 +79,7 @@ def test_every_operation_conforms_to_its_schema(case: Any) -> None:
 
 def test_linked_operations_conform_statefully(api_schema: Any) -> None:
     """Stateful phase: create → read/replace/rate/delete sequences through OpenAPI links."""
+    CALLS.clear()
     state_machine = api_schema.as_state_machine()
     state_machine.run(
         settings=settings(
@@ -78,3 +89,11 @@ def test_linked_operations_conform_statefully(api_schema: Any) -> None:
             suppress_health_check=list(HealthCheck),
         )
     )
+    reached = set(CALLS)
+    for linked in [
+        ("GET /movies/{movie_id}", 200),
+        ("PUT /movies/{movie_id}", 200),
+        ("DELETE /movies/{movie_id}", 204),
+        ("POST /movies/{movie_id}/ratings", 201),
+    ]:
+        assert linked in reached, f"stateful phase never reached {linked}"

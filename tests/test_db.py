@@ -63,3 +63,39 @@ async def test_generated_data_set_is_large_and_deterministic(tmp_path: Path) -> 
     assert totals[0] == totals[1]
     assert totals[0][0] == 2_000
     assert totals[0][1] == 20_000
+
+
+async def test_schema_creation_is_safe_from_several_processes_at_once(tmp_path: Path) -> None:
+    """API and worker may start together on a fresh database: both succeed."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    code = (
+        "import asyncio, sys; from app.db import create_engine, create_schema; "
+        "asyncio.run(create_schema(create_engine(sys.argv[1])))"
+    )
+    starters = [
+        await asyncio.create_subprocess_exec(sys.executable, "-c", code, url) for _ in range(4)
+    ]
+    assert [await starter.wait() for starter in starters] == [0, 0, 0, 0]
+
+
+async def test_rating_a_film_deleted_meanwhile_is_not_found(tmp_path: Path) -> None:
+    """The foreign key turns a lost race into None (404), not an IntegrityError (500)."""
+    from sqlalchemy import event
+
+    from app import repository
+    from app.db import session_factory
+    from app.models import RatingIn
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'race.db'}")
+    await create_schema(engine)
+    await load_generated(engine, movies=1, ratings=0, users=1)
+    sessions = session_factory(engine)
+
+    def delete_first(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("INSERT INTO ratings"):
+            cursor.execute("DELETE FROM movies")  # type: ignore[attr-defined]
+
+    event.listen(engine.sync_engine, "before_cursor_execute", delete_first)
+    async with sessions() as session:
+        assert await repository.rate_movie(session, 1, RatingIn(user_id=1, score=3)) is None
+    await engine.dispose()

@@ -11,7 +11,7 @@ from app.cache import CachedBody, cache_digest, etag_matches
 from app.constants import IDEMPOTENCY_KEY_PATTERN, MAX_DB_ID
 from app.deps import ServicesDep, SessionDep
 from app.models import Movie, MovieIn, MoviePage
-from app.responses import CACHE_HEADERS, errors, success
+from app.responses import CACHE_HEADERS, errors, movie_links, success
 
 router = APIRouter(prefix="/movies", tags=["movies"])
 
@@ -116,6 +116,7 @@ async def read_movie(request: Request, services: ServicesDep, movie_id: MovieId)
                 },
                 **REPLAY_HEADER,
             },
+            movie_links("$response.body#/id"),
         ),
         **errors(400, 409, 422, 503),
     },
