@@ -68,6 +68,24 @@ class Settings(BaseSettings):
     redis_breaker_cooldown_seconds: float = Field(
         default=2.0, gt=0, le=300, description="How long an open breaker skips Redis."
     )
+    worker_poll_delay_ms: int = Field(
+        default=50, ge=1, le=5_000, description="How often an idle worker polls for new jobs."
+    )
+    worker_health_check_seconds: int = Field(
+        default=2, ge=1, le=3_600, description="Worker heartbeat interval (readiness, arq --check)."
+    )
+    job_timeout_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3_600,
+        description="A job running longer is cancelled; a crashed job re-runs after this + 10 s.",
+    )
+    job_max_tries: int = Field(
+        default=5, ge=1, le=50, description="Tries of a job failing transiently before it fails."
+    )
+    ready_requires_worker: bool = Field(
+        default=True, description="Whether /ready fails while no worker heartbeat is seen."
+    )
     seed_demo_data: bool = Field(
         default=True, description="Seed the catalog with real films when it is empty."
     )

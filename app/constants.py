@@ -47,3 +47,30 @@ def cache_entry_prefix(generation: int) -> str:
 def idempotency_key(client: str, method: str, path: str, key: str) -> str:
     """Record of one Idempotency-Key: ``idem:{client}:{method}:{path}:{key}``."""
     return f"{IDEMPOTENCY_KEY_PREFIX}{client}:{method}:{path}:{key}"
+
+
+# --- background jobs (arq) -------------------------------------------------------------------
+QUEUE_NAME = "movies:queue"
+HEALTH_CHECK_KEY = QUEUE_NAME + ":health-check"  # arq's heartbeat: queue name + this suffix
+REFRESH_JOB = "refresh_recommendations"
+REFRESH_CHANGED_JOB = "refresh_changed_users"
+CRON_LAST_RUN_KEY = "movies:cron:refresh-changed:last-run"
+ARQ_JOB_KEY_PREFIX = "arq:job:"
+ARQ_RESULT_KEY_PREFIX = "arq:result:"
+ARQ_IN_PROGRESS_KEY_PREFIX = "arq:in-progress:"
+JOB_ID_PATTERN = r"^[A-Za-z0-9:_.-]{1,128}$"
+
+# A finished job's result stays readable (GET /jobs/{id}) for an hour; a new manual refresh
+# clears it first, so a finished job never blocks the next one.
+JOB_RESULT_TTL_SECONDS = 3_600
+RECOMMENDATIONS_PER_USER = 10
+
+
+def refresh_job_id(user_id: int) -> str:
+    """The one job id of a user's manual refresh: queued or running twice is impossible."""
+    return f"refresh:{user_id}"
+
+
+def catch_up_job_id(hour_iso: str) -> str:
+    """Job id of the start-up catch-up for one missed hour (several workers enqueue it once)."""
+    return f"cron:catch-up:{hour_iso}"

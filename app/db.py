@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     DateTime,
     Float,
     ForeignKey,
@@ -90,6 +91,18 @@ class RatingRow(Base):
     )
     score: Mapped[float] = mapped_column(Float)
     rated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class RecommendationRow(Base):
+    """The latest recommendations of one user, as the worker computed them."""
+
+    __tablename__ = "recommendations"
+
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    strategy: Mapped[str] = mapped_column(String(40))
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    generated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    computed_ms: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 def create_engine(database_url: str) -> AsyncEngine:

@@ -22,7 +22,7 @@ from app.deps import Services
 from app.idempotency import IdempotencyMiddleware
 from app.ratelimit import RateLimiter, RateLimitMiddleware
 from app.redisguard import RedisGuard
-from app.routes import health, movies, ratings
+from app.routes import health, jobs, movies, ratings, recommendations
 from app.seed import seed_demo_catalog
 
 log = logging.getLogger("app")
@@ -84,6 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(movies.router)
     app.include_router(ratings.router)
+    app.include_router(recommendations.router)
+    app.include_router(jobs.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

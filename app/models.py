@@ -126,3 +126,55 @@ class Readiness(BaseModel):
 
     status: str = Field(description="ready or unavailable")
     checks: dict[str, Check]
+
+
+class RecommendedMovie(BaseModel):
+    """One recommended film."""
+
+    movie_id: DbId
+    title: str
+    score: float = Field(description="Predicted score (similar) or popularity (popular).")
+    reason: str = Field(description="similar: collaborative filtering; popular: fallback.")
+
+
+class Recommendations(BaseModel):
+    """A user's latest recommendations."""
+
+    user_id: DbId
+    strategy: str = Field(description="collaborative, mixed or popular")
+    generated_at: datetime
+    refresh_pending: bool | None = Field(
+        description="A newer refresh is queued or running (null when Redis is unavailable)."
+    )
+    items: list[RecommendedMovie]
+
+
+class RefreshAccepted(BaseModel):
+    """A refresh request was accepted."""
+
+    job_id: str
+    state: str = Field(description="queued, already_queued or in_progress")
+    location: str = Field(description="Where to follow the job: GET /jobs/{job_id}.")
+
+
+class JobInfo(BaseModel):
+    """A background job."""
+
+    job_id: str
+    state: str = Field(description="queued, deferred, in_progress, complete, failed or not_found")
+    function: str | None = None
+    args: list[object] = []
+    tries: int | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: dict[str, object] | None = None
+    error: str | None = None
+
+
+class JobNotFound(BaseModel):
+    """No such job: never queued, or its result expired."""
+
+    detail: str
+    job_id: str
+    state: str = Field(examples=["not_found"])

@@ -13,10 +13,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from redis.asyncio import Redis
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from app.config import Settings
+from app.constants import QUEUE_NAME
 
 log = logging.getLogger("app.redis")
 
@@ -72,7 +74,7 @@ class CircuitBreaker:
 class RedisGuard:
     """The request path's Redis client plus its breaker; ``call`` runs one guarded operation."""
 
-    def __init__(self, client: Redis, breaker: CircuitBreaker) -> None:
+    def __init__(self, client: ArqRedis, breaker: CircuitBreaker) -> None:
         self.client = client
         self.breaker = breaker
         self.errors = 0
@@ -80,7 +82,7 @@ class RedisGuard:
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisGuard:
         """A client with the short socket timeouts of the request path."""
-        client = Redis.from_url(
+        pool = ConnectionPool.from_url(
             settings.redis_url,
             socket_timeout=settings.redis_timeout_ms / 1000,
             socket_connect_timeout=settings.redis_connect_timeout_ms / 1000,
@@ -88,13 +90,14 @@ class RedisGuard:
             retry=None,
             health_check_interval=0,
         )
+        client = ArqRedis(pool, default_queue_name=QUEUE_NAME)
         breaker = CircuitBreaker(
             threshold=settings.redis_breaker_threshold,
             cooldown_seconds=settings.redis_breaker_cooldown_seconds,
         )
         return cls(client, breaker)
 
-    async def call(self, operation: Callable[[Redis], Awaitable[T]]) -> T:
+    async def call(self, operation: Callable[[ArqRedis], Awaitable[T]]) -> T:
         """Run ``operation(client)``; raise :class:`RedisUnavailable` if Redis can't be used."""
         if not self.breaker.allow():
             raise RedisUnavailable("circuit breaker open")
@@ -110,4 +113,4 @@ class RedisGuard:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)

@@ -10,8 +10,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import GenreRow, MovieRow, RatingRow, utcnow
-from app.models import Movie, MovieIn, MoviePage, Rating, RatingIn
+from app.db import GenreRow, MovieRow, RatingRow, RecommendationRow, utcnow
+from app.models import Movie, MovieIn, MoviePage, Rating, RatingIn, RecommendedMovie
 
 
 def _genre_rows(genres: Sequence[str]) -> list[GenreRow]:
@@ -137,3 +137,29 @@ async def rate_movie(session: AsyncSession, movie_id: int, data: RatingIn) -> Ra
 async def count_movies(session: AsyncSession) -> int:
     """How many films the catalog holds."""
     return int(await session.scalar(select(func.count(MovieRow.id))) or 0)
+
+
+async def get_recommendations(
+    session: AsyncSession, user_id: int
+) -> tuple[RecommendationRow, list[RecommendedMovie]] | None:
+    """A user's stored recommendations with current titles (films deleted since are dropped)."""
+    row = await session.get(RecommendationRow, user_id)
+    if row is None:
+        return None
+    ids = [item["movie_id"] for item in row.items]
+    titles = dict(
+        (
+            await session.execute(select(MovieRow.id, MovieRow.title).where(MovieRow.id.in_(ids)))
+        ).all()
+    )
+    items = [
+        RecommendedMovie(
+            movie_id=item["movie_id"],
+            title=titles[item["movie_id"]],
+            score=item["score"],
+            reason=item["reason"],
+        )
+        for item in row.items
+        if item["movie_id"] in titles
+    ]
+    return row, items

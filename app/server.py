@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import uvicorn
 
 from app.config import Settings, SettingsError, load_settings
+from app.logs import configure_logging
 from app.main import create_app
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-
-
-def configure_logging(level: str) -> None:
-    """One plain-text format for the app's loggers, on stderr."""
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
 
 
 def serve(settings: Settings) -> None:

@@ -47,6 +47,7 @@ def make_settings(tmp_path: Path, valkey: ValkeyProcess) -> Callable[..., Settin
             "redis_url": valkey.url,
             "rate_limit_per_minute": 10_000,
             "seed_demo_data": False,
+            "ready_requires_worker": False,
             "_env_file": None,
         }
         values.update(overrides)

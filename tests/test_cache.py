@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import pytest
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from app.cache import CacheStatus, ResponseCache, cache_digest, etag_matches, strong_etag
@@ -107,7 +108,7 @@ async def test_every_write_makes_the_next_get_a_fresh_miss(
 async def test_slow_reader_cannot_store_data_older_than_a_write(redis: Redis) -> None:
     """Reader reads the generation, a writer commits and invalidates, the reader's old body is
     NOT stored: the next read is a MISS that sees the new data."""
-    guard = RedisGuard(Redis(connection_pool=redis.connection_pool), CircuitBreaker(3, 1.0))
+    guard = RedisGuard(ArqRedis(connection_pool=redis.connection_pool), CircuitBreaker(3, 1.0))
     cache = ResponseCache(guard, ttl_seconds=60)
     database = {"title": "old"}
     reader_loaded = asyncio.Event()
@@ -142,7 +143,7 @@ async def test_slow_reader_cannot_store_data_older_than_a_write(redis: Redis) ->
 
 async def test_entries_expire_with_the_configured_ttl(redis: Redis) -> None:
     """A stored entry carries the TTL from settings."""
-    guard = RedisGuard(Redis(connection_pool=redis.connection_pool), CircuitBreaker(3, 1.0))
+    guard = RedisGuard(ArqRedis(connection_pool=redis.connection_pool), CircuitBreaker(3, 1.0))
     cache = ResponseCache(guard, ttl_seconds=7)
 
     async def load() -> bytes:

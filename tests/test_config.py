@@ -71,7 +71,8 @@ def test_server_refuses_to_start_on_invalid_settings() -> None:
 
 
 def test_env_example_lists_every_setting_with_its_default() -> None:
-    """``.env.example`` stays in sync: every field, and loading it changes nothing."""
+    """``.env.example`` stays in sync (``python scripts/gen_env_example.py``): every field, and
+    loading it changes nothing."""
     example = Path(__file__).resolve().parent.parent / ".env.example"
     names = {
         line.split("=", 1)[0]

@@ -56,6 +56,7 @@ def contract_app(valkey: Any, tmp_path_factory: pytest.TempPathFactory) -> FastA
             rate_limit_per_minute=1_000_000,
             # An empty catalog: a film can only be found through a link from its creation.
             seed_demo_data=False,
+            ready_requires_worker=False,
             _env_file=None,
         )
     )

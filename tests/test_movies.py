@@ -162,12 +162,16 @@ async def test_wrong_method_is_405_listing_every_allowed_method(client: httpx.As
 
 
 async def test_health_is_200_and_ready_reports_each_check(client: httpx.AsyncClient) -> None:
-    """Liveness without I/O; readiness with database and redis checks."""
+    """Liveness without I/O; readiness reports database, redis and worker (here the worker is
+    not required, so its absence is reported without failing readiness)."""
     assert (await client.get("/health")).json() == {"status": "ok"}
     ready = await client.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
-    assert set(ready.json()["checks"]) == {"database", "redis"}
+    checks = ready.json()["checks"]
+    assert set(checks) == {"database", "redis", "worker"}
+    assert checks["worker"]["ok"] is False
+    assert "no worker heartbeat" in checks["worker"]["detail"]
 
 
 async def test_first_start_seeds_real_films_once(

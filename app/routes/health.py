@@ -12,12 +12,17 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.constants import HEALTH_CHECK_KEY
 from app.deps import ServicesDep
 from app.models import Check, Liveness, Readiness
 
 router = APIRouter(tags=["health"])
 
 READY_CHECK_TIMEOUT_SECONDS = 2.0
+
+
+class WorkerMissing(Exception):
+    """No worker heartbeat in Redis."""
 
 
 @router.get("/health", response_model=Liveness)
@@ -30,7 +35,7 @@ async def _timed(probe: Callable[[], Awaitable[object]]) -> Check:
     started = time.perf_counter()
     try:
         await asyncio.wait_for(probe(), READY_CHECK_TIMEOUT_SECONDS)
-    except (TimeoutError, RedisError, SQLAlchemyError, OSError) as exc:
+    except (TimeoutError, RedisError, SQLAlchemyError, OSError, WorkerMissing) as exc:
         reason = str(exc) or type(exc).__name__
         return Check(ok=False, detail=f"{type(exc).__name__}: {reason}"[:300])
     return Check(ok=True, detail="ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))
@@ -42,7 +47,7 @@ async def _timed(probe: Callable[[], Awaitable[object]]) -> Check:
     responses={503: {"model": Readiness, "description": "A dependency is down; see checks."}},
 )
 async def ready(services: ServicesDep) -> JSONResponse:
-    """Readiness: the database and Redis answer. 503 names the failing check."""
+    """Readiness: database, Redis and the worker's heartbeat. 503 names the failing check."""
 
     async def database() -> None:
         async with services.engine.connect() as conn:
@@ -51,7 +56,19 @@ async def ready(services: ServicesDep) -> JSONResponse:
     async def redis() -> None:
         await services.guard.client.ping()
 
-    checks = {"database": await _timed(database), "redis": await _timed(redis)}
-    ok = all(check.ok for check in checks.values())
+    async def worker() -> None:
+        ttl_ms = await services.guard.client.pttl(HEALTH_CHECK_KEY)
+        if ttl_ms < 0:
+            raise WorkerMissing("no worker heartbeat: is the worker running?")
+
+    checks = {
+        "database": await _timed(database),
+        "redis": await _timed(redis),
+        "worker": await _timed(worker),
+    }
+    required = ["database", "redis"] + (
+        ["worker"] if services.settings.ready_requires_worker else []
+    )
+    ok = all(checks[name].ok for name in required)
     body = Readiness(status="ready" if ok else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ok else 503)

@@ -1,0 +1,119 @@
+"""Background jobs as the API (and the CLI) see them: trigger a refresh, describe a job.
+
+Shared by every producer so the job name, the id scheme and the queue are typed once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.jobs import Job, JobDef, JobResult, JobStatus
+
+from app.constants import (
+    ARQ_RESULT_KEY_PREFIX,
+    QUEUE_NAME,
+    REFRESH_JOB,
+    refresh_job_id,
+)
+
+
+class TriggerState(StrEnum):
+    """What a refresh request did."""
+
+    QUEUED = "queued"
+    ALREADY_QUEUED = "already_queued"
+    IN_PROGRESS = "in_progress"
+
+
+class JobState(StrEnum):
+    """A job's state as reported by GET /jobs/{id}."""
+
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True)
+class JobView:
+    """Everything known about one job."""
+
+    job_id: str
+    state: JobState
+    function: str | None = None
+    args: tuple[Any, ...] = ()
+    tries: int | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: Any = None
+    error: str | None = None
+
+
+async def trigger_refresh(redis: ArqRedis, user_id: int) -> TriggerState:
+    """Queue a user's refresh unless one is queued or running.
+
+    arq refuses a job id while its job or its kept result exists. A finished result must not
+    block a new manual refresh, so it is cleared and the enqueue tried again.
+    """
+    job_id = refresh_job_id(user_id)
+    for _ in range(3):
+        if await redis.enqueue_job(REFRESH_JOB, user_id, _job_id=job_id, _queue_name=QUEUE_NAME):
+            return TriggerState.QUEUED
+        status = await Job(job_id, redis, _queue_name=QUEUE_NAME).status()
+        if status is JobStatus.in_progress:
+            return TriggerState.IN_PROGRESS
+        if status in (JobStatus.queued, JobStatus.deferred):
+            return TriggerState.ALREADY_QUEUED
+        # complete (result kept) or a race with a job that just finished: clear and retry.
+        await redis.delete(ARQ_RESULT_KEY_PREFIX + job_id)
+    return TriggerState.ALREADY_QUEUED
+
+
+async def describe_job(redis: ArqRedis, job_id: str) -> JobView:
+    """The state, tries, times and outcome of a job, from arq's keys."""
+    job = Job(job_id, redis, _queue_name=QUEUE_NAME)
+    status = await job.status()
+    if status is JobStatus.not_found:
+        return JobView(job_id, JobState.NOT_FOUND)
+    info = await job.info()
+    if isinstance(info, JobResult):
+        ok = info.success
+        return JobView(
+            job_id,
+            JobState.COMPLETE if ok else JobState.FAILED,
+            function=info.function,
+            args=tuple(info.args),
+            tries=info.job_try,
+            enqueued_at=info.enqueue_time,
+            started_at=info.start_time,
+            finished_at=info.finish_time,
+            result=info.result if ok else None,
+            error=None if ok else f"{type(info.result).__name__}: {info.result}",
+        )
+    state = {
+        JobStatus.in_progress: JobState.IN_PROGRESS,
+        JobStatus.deferred: JobState.DEFERRED,
+    }.get(status, JobState.QUEUED)
+    if not isinstance(info, JobDef):  # the job finished between the two reads
+        return JobView(job_id, state)
+    return JobView(
+        job_id,
+        state,
+        function=info.function,
+        args=tuple(info.args),
+        tries=info.job_try,
+        enqueued_at=info.enqueue_time,
+    )
+
+
+async def job_pending(redis: ArqRedis, job_id: str) -> bool:
+    """Whether a job is queued, deferred or running."""
+    status = await Job(job_id, redis, _queue_name=QUEUE_NAME).status()
+    return status in (JobStatus.queued, JobStatus.deferred, JobStatus.in_progress)

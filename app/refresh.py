@@ -1,0 +1,127 @@
+"""Computing and storing recommendations: the worker's use-cases (database in, database out)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, type_coerce
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from app.db import (
+    GenreRow,
+    MovieRow,
+    RatingRow,
+    RecommendationRow,
+    UTCDateTime,
+    session_factory,
+    utcnow,
+)
+from app.recommend import RatingsIndex, popularity, recommend
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the recommender reads, taken at ``taken_at``."""
+
+    index: RatingsIndex
+    movie_genres: dict[int, list[str]]
+    taken_at: datetime
+
+
+async def take_snapshot(session: AsyncSession) -> Snapshot:
+    """Read all ratings and the catalog's genres in one transaction."""
+    taken_at = utcnow()
+    ratings = await session.execute(select(RatingRow.user_id, RatingRow.movie_id, RatingRow.score))
+    index = RatingsIndex.build((u, m, s) for u, m, s in ratings)
+    movie_genres: dict[int, list[str]] = {
+        movie_id: [] for movie_id in (await session.scalars(select(MovieRow.id))).all()
+    }
+    genres = await session.execute(
+        select(GenreRow.movie_id, GenreRow.genre).order_by(GenreRow.movie_id, GenreRow.position)
+    )
+    for movie_id, genre in genres:
+        movie_genres.setdefault(movie_id, []).append(genre)
+    return Snapshot(index, movie_genres, taken_at)
+
+
+def _rows_for(
+    snapshot: Snapshot, user_ids: list[int], limit: int, started: float
+) -> list[dict[str, Any]]:
+    base = popularity(snapshot.index, snapshot.movie_genres)
+    rows = []
+    for user_id in user_ids:
+        strategy, picks = recommend(snapshot.index, snapshot.movie_genres, user_id, limit, base)
+        rows.append(
+            {
+                "user_id": user_id,
+                "strategy": strategy,
+                "items": [
+                    {"movie_id": p.movie_id, "score": p.score, "reason": p.reason} for p in picks
+                ],
+                "generated_at": snapshot.taken_at,
+                "computed_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+        )
+    return rows
+
+
+async def _store(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Upsert: re-running a job (arq is at-least-once) just writes the same answer again."""
+    if not rows:
+        return
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(RecommendationRow).values(rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=[RecommendationRow.user_id],
+        set_={
+            "strategy": statement.excluded.strategy,
+            "items": statement.excluded.items,
+            "generated_at": statement.excluded.generated_at,
+            "computed_ms": statement.excluded.computed_ms,
+        },
+    )
+    await session.execute(statement)
+    await session.commit()
+
+
+async def refresh_users(engine: AsyncEngine, user_ids: list[int], limit: int) -> dict[str, Any]:
+    """Recompute and store recommendations for these users; return a summary."""
+    started = time.perf_counter()
+    async with session_factory(engine)() as session:
+        snapshot = await take_snapshot(session)
+        rows = _rows_for(snapshot, user_ids, limit, started)
+        await _store(session, rows)
+    summary: dict[str, Any] = {
+        "users": len(rows),
+        "generated_at": snapshot.taken_at.isoformat(),
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+    if len(rows) == 1:
+        summary["strategy"] = rows[0]["strategy"]
+        summary["items"] = len(rows[0]["items"])
+    return summary
+
+
+async def users_needing_refresh(engine: AsyncEngine) -> list[int]:
+    """Users who rated something after their last refresh, or were never refreshed."""
+    # type_coerce keeps the column's type on MAX(), so SQLite's naive value comes back aware.
+    last_rated_at = type_coerce(func.max(RatingRow.rated_at), UTCDateTime())
+    async with session_factory(engine)() as session:
+        rows = await session.execute(
+            select(RatingRow.user_id, last_rated_at).group_by(RatingRow.user_id)
+        )
+        last_rated: dict[int, datetime] = dict(rows.all())
+        generated = await session.execute(
+            select(RecommendationRow.user_id, RecommendationRow.generated_at)
+        )
+        generated_at: dict[int, datetime] = dict(generated.all())
+    return sorted(
+        user_id
+        for user_id, last in last_rated.items()
+        if (at := generated_at.get(user_id)) is None or last > at
+    )

@@ -1,0 +1,63 @@
+"""Background jobs: state, tries, times, outcome."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, status
+from fastapi.responses import JSONResponse
+
+from app.constants import JOB_ID_PATTERN
+from app.deps import ServicesDep
+from app.jobs import JobState, describe_job
+from app.models import JobInfo, JobNotFound
+from app.redisguard import RedisUnavailable
+from app.responses import errors, success
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+JobId = Annotated[
+    str,
+    Path(pattern=JOB_ID_PATTERN, description="Job id, e.g. refresh:42.", examples=["refresh:42"]),
+]
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobInfo,
+    responses={
+        **success(200, "The job."),
+        404: {"model": JobNotFound, "description": "Never queued, or its result expired."},
+        **errors(503),
+    },
+)
+async def read_job(job_id: JobId, services: ServicesDep) -> JobInfo | JSONResponse:
+    """A job's state (queued, deferred, in_progress, complete, failed), tries, times and outcome."""
+    try:
+        view = await services.guard.call(lambda redis: describe_job(redis, job_id))
+    except RedisUnavailable:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "The job queue (Redis) is unavailable; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
+    if view.state is JobState.NOT_FOUND:
+        body = JobNotFound(
+            detail=f"No job {job_id}: never queued, or its result expired",
+            job_id=job_id,
+            state=view.state.value,
+        )
+        return JSONResponse(body.model_dump(), status_code=status.HTTP_404_NOT_FOUND)
+    result = view.result if isinstance(view.result, dict) else None
+    return JobInfo(
+        job_id=view.job_id,
+        state=view.state.value,
+        function=view.function,
+        args=list(view.args),
+        tries=view.tries,
+        enqueued_at=view.enqueued_at,
+        started_at=view.started_at,
+        finished_at=view.finished_at,
+        result=result,
+        error=view.error,
+    )
