@@ -79,10 +79,9 @@ async def _store(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     statement = statement.on_conflict_do_update(
         index_elements=[RecommendationRow.user_id],
         set_={
-            "strategy": statement.excluded.strategy,
-            "items": statement.excluded.items,
-            "generated_at": statement.excluded.generated_at,
-            "computed_ms": statement.excluded.computed_ms,
+            # Subscript, not attributes: ``excluded.items`` is ColumnCollection.items().
+            name: statement.excluded[name]
+            for name in ("strategy", "items", "generated_at", "computed_ms")
         },
     )
     await session.execute(statement)

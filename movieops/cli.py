@@ -43,7 +43,8 @@ def up(
         Path, typer.Option(help="Where the embedded runtime keeps its data and logs.")
     ] = Path(".movieops"),
 ) -> None:
-    """Start the stack in the foreground: embedded valkey-server (if no Redis answers) and the API.
+    """Start the stack in the foreground: the API, the worker and an embedded valkey-server (if no
+    Redis answers).
 
     Ctrl-C stops everything it started.
     """

@@ -1,4 +1,4 @@
-"""Run the stack in the foreground on this machine: embedded valkey-server plus the API."""
+"""Run the stack in the foreground on this machine: embedded valkey-server, the API, the worker."""
 
 from __future__ import annotations
 
@@ -80,14 +80,20 @@ def run(settings: Settings, state_dir: Path) -> int:
     print(f"API on {base}  (docs: {base}/docs)  — Ctrl-C stops the stack", file=sys.stderr)
     env = {**os.environ, "MOVIE_REDIS_URL": plan.url}
     api = subprocess.Popen([sys.executable, "-m", "app"], env=env)
+    worker = subprocess.Popen([sys.executable, "-m", "app.worker"], env=env)
     # SIGTERM (e.g. from a process manager) stops the stack the same way as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return api.wait()
     except KeyboardInterrupt:
-        api.terminate()
-        api.wait(10)
         return 0
     finally:
+        for process in (worker, api):
+            process.terminate()
+        for process in (worker, api):
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
         if valkey is not None:
             valkey.stop()

@@ -29,8 +29,9 @@ def _env(tmp_path: Path, api_port: int, redis_port: int) -> dict[str, str]:
 
 
 def test_up_serves_the_seeded_api_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
-    """A real subprocess: /movies answers with seeded films and rate-limit headers; SIGTERM
-    stops the API and the embedded valkey-server it started."""
+    """A real subprocess: /movies answers with seeded films and rate-limit headers, the worker
+    runs a refresh, /ready is 200; SIGTERM stops the API, the worker and the embedded
+    valkey-server it started."""
     api_port, redis_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "movieops.cli", "up", "--state-dir", str(tmp_path / "state")],
@@ -52,6 +53,12 @@ def test_up_serves_the_seeded_api_and_stops_everything_on_sigterm(tmp_path: Path
         assert response.json()["total"] >= 50
         assert response.headers["x-ratelimit-limit"] == "20"
         assert not port_is_free("127.0.0.1", redis_port)
+        base = f"http://127.0.0.1:{api_port}"
+        assert httpx.post(f"{base}/users/42/recommendations/refresh").status_code == 202
+        while httpx.get(f"{base}/jobs/refresh:42").json().get("state") != "complete":
+            assert time.monotonic() < deadline + 30, "the worker did not run the refresh"
+            time.sleep(0.1)
+        assert httpx.get(f"{base}/ready").status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)

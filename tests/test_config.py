@@ -58,11 +58,13 @@ def test_invalid_value_raises_one_error_naming_the_variable(
     assert "\n" not in str(caught.value)
 
 
-def test_server_refuses_to_start_on_invalid_settings() -> None:
-    """``python -m app`` prints one line naming the variable and exits 2, no traceback."""
+@pytest.mark.parametrize("module", ["app", "app.worker"])
+def test_processes_refuse_to_start_on_invalid_settings(module: str) -> None:
+    """``python -m app`` and ``python -m app.worker`` print one line naming the variable and
+    exit 2, no traceback."""
     env = {**os.environ, "MOVIE_RATE_LIMIT_PER_MINUTE": "-5"}
     result = subprocess.run(
-        [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid settings: MOVIE_RATE_LIMIT_PER_MINUTE:")

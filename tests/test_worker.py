@@ -1,0 +1,404 @@
+"""The worker for real: arq Worker(burst=True) in process, and `python -m app.worker` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from arq import Retry
+from arq.connections import ArqRedis
+from arq.worker import create_worker
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy.exc import OperationalError
+
+from app.config import Settings
+from app.constants import (
+    ARQ_IN_PROGRESS_KEY_PREFIX,
+    CRON_LAST_RUN_KEY,
+    QUEUE_NAME,
+    REFRESH_JOB,
+    refresh_job_id,
+)
+from app.db import RecommendationRow, create_engine
+from app.main import create_app
+from app.worker import (
+    backoff_seconds,
+    build_worker_settings,
+    catch_up,
+    is_transient,
+    missed_run,
+    refresh_changed_users,
+)
+from tests.support import ValkeyProcess, free_port
+
+RATINGS = [(1, 5.0), (2, 4.0), (3, 1.0)]
+
+
+async def run_burst(settings: Settings) -> int:
+    """Run an arq worker until the queue is empty; return the number of jobs completed."""
+    worker = create_worker(build_worker_settings(settings), burst=True, handle_signals=False)
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+    return worker.jobs_complete
+
+
+@pytest.fixture
+async def stack(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> AsyncIterator[tuple[Settings, httpx.AsyncClient]]:
+    """The API with seeded films and one user's ratings, plus the settings a worker needs."""
+    settings = make_settings(seed_demo_data=True)
+    # The hourly job just ran, so a worker's start-up catch-up stays out of these tests.
+    await redis.set(CRON_LAST_RUN_KEY, datetime.now(UTC).isoformat())
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.5", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for user_id in (42, 43):
+                for movie_id, score in RATINGS:
+                    await client.post(
+                        f"/movies/{movie_id}/ratings", json={"user_id": user_id, "score": score}
+                    )
+            yield settings, client
+
+
+async def test_refresh_through_the_api_completes_and_is_readable(
+    stack: tuple[Settings, httpx.AsyncClient],
+) -> None:
+    """202 queued → worker runs it → job complete → recommendations exclude rated films."""
+    settings, client = stack
+    missing = await client.get("/users/42/recommendations")
+    assert missing.status_code == 404
+    assert "POST /users/42/recommendations/refresh" in missing.json()["detail"]
+
+    accepted = await client.post("/users/42/recommendations/refresh")
+    assert accepted.status_code == 202
+    assert accepted.json() == {
+        "job_id": "refresh:42",
+        "state": "queued",
+        "location": "/jobs/refresh:42",
+    }
+    assert accepted.headers["location"] == "/jobs/refresh:42"
+    queued = (await client.get("/jobs/refresh:42")).json()
+    assert queued["state"] == "queued"
+    assert queued["function"] == REFRESH_JOB
+    assert queued["args"] == [42]
+
+    assert await run_burst(settings) == 1
+    job = (await client.get("/jobs/refresh:42")).json()
+    assert job["state"] == "complete"
+    assert job["tries"] == 1
+    assert job["result"]["users"] == 1
+    assert job["result"]["strategy"] in {"collaborative", "mixed", "popular"}
+    assert job["started_at"] <= job["finished_at"]
+
+    body = (await client.get("/users/42/recommendations")).json()
+    assert len(body["items"]) == 10
+    assert body["refresh_pending"] is False
+    assert not {item["movie_id"] for item in body["items"]} & {m for m, _ in RATINGS}
+    assert all(item["title"] for item in body["items"])
+
+
+async def test_a_queued_refresh_is_never_queued_twice_but_a_finished_one_runs_again(
+    stack: tuple[Settings, httpx.AsyncClient],
+) -> None:
+    """Second trigger while queued → same job, already_queued; after completion → queued again."""
+    settings, client = stack
+    first = (await client.post("/users/43/recommendations/refresh")).json()
+    second = (await client.post("/users/43/recommendations/refresh")).json()
+    assert first["state"] == "queued"
+    assert second == {**first, "state": "already_queued"}
+    assert (await client.get("/users/43/recommendations")).status_code == 404
+    assert await run_burst(settings) == 1
+
+    again = (await client.post("/users/43/recommendations/refresh")).json()
+    assert again["state"] == "queued"
+    pending = (await client.get("/users/43/recommendations")).json()
+    assert pending["refresh_pending"] is True
+    assert await run_burst(settings) == 1
+    assert (await client.get("/jobs/refresh:43")).json()["state"] == "complete"
+
+
+async def test_unknown_job_is_404_with_state_not_found(client: httpx.AsyncClient) -> None:
+    """A job id that never existed: 404 with the documented body."""
+    response = await client.get("/jobs/refresh:999")
+    assert response.status_code == 404
+    assert response.json()["state"] == "not_found"
+    assert response.json()["job_id"] == "refresh:999"
+
+
+def test_cron_is_registered_hourly_at_minute_zero(settings: Settings) -> None:
+    """One cron job, the changed-users refresh, at minute 0 of every hour."""
+    (job,) = build_worker_settings(settings).cron_jobs  # type: ignore[attr-defined]
+    assert job.name == "hourly-refresh"
+    assert (job.minute, job.second, job.hour) == (0, 0, None)
+    assert job.coroutine is refresh_changed_users
+
+
+def test_missed_run_logic() -> None:
+    """A run is missed when the last one predates the latest top of the hour."""
+    now = datetime(2026, 11, 28, 15, 20, tzinfo=UTC)
+    assert missed_run(None, now)
+    assert missed_run(datetime(2026, 11, 28, 13, 0, tzinfo=UTC), now)
+    assert not missed_run(datetime(2026, 11, 28, 15, 0, 1, tzinfo=UTC), now)
+
+
+async def test_catch_up_runs_once_after_a_missed_hour(
+    stack: tuple[Settings, httpx.AsyncClient], redis: Redis
+) -> None:
+    """Last run two hours ago: the first worker start queues the catch-up, which refreshes the
+    users with new ratings; later starts (any worker) do not queue it again."""
+    settings, client = stack
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    await redis.set(CRON_LAST_RUN_KEY, two_hours_ago.isoformat())
+    assert await run_burst(settings) == 1  # startup queued the catch-up; burst ran it
+    assert datetime.fromisoformat((await redis.get(CRON_LAST_RUN_KEY) or b"").decode()) > (
+        two_hours_ago
+    )
+    for user_id in (42, 43):
+        assert (await client.get(f"/users/{user_id}/recommendations")).status_code == 200
+    assert await run_burst(settings) == 0
+
+    arq = ArqRedis(connection_pool=redis.connection_pool)
+    assert await catch_up({"redis": arq}) is False
+
+
+async def test_hourly_job_refreshes_only_users_whose_ratings_changed(
+    stack: tuple[Settings, httpx.AsyncClient], redis: Redis
+) -> None:
+    """After a full refresh, only a user who rated again is recomputed."""
+    settings, client = stack
+    engine = create_engine(settings.database_url)
+    arq = ArqRedis(connection_pool=redis.connection_pool)
+    ctx: dict[str, Any] = {"engine": engine, "top_n": 10, "redis": arq, "job_try": 1, "job_id": "t"}
+    assert (await refresh_changed_users(ctx))["users"] == 2
+    assert (await refresh_changed_users(ctx))["users"] == 0
+    await client.post("/movies/9/ratings", json={"user_id": 43, "score": 4.5})
+    summary = await refresh_changed_users(ctx)
+    assert summary["users"] == 1
+    await engine.dispose()
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    """0.5 s, 1 s, 2 s, … never more than 10 s."""
+    assert [backoff_seconds(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert backoff_seconds(20) == 10.0
+
+
+def test_transient_failures_are_recognised() -> None:
+    """A locked database and Redis trouble are transient; a bug is not."""
+    locked = OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+    assert is_transient(locked)
+    assert is_transient(ConnectionError("redis went away"))
+    assert not is_transient(OperationalError("SELECT", {}, sqlite3.OperationalError("no table")))
+    assert not is_transient(ValueError("bug"))
+
+
+async def test_redis_blip_inside_a_job_becomes_an_arq_retry(tmp_path: Path) -> None:
+    """The hourly job meets a Redis that refuses connections: arq's Retry with back-off."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    from app.db import create_schema
+
+    await create_schema(engine)
+    dead = ArqRedis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    ctx: dict[str, Any] = {
+        "engine": engine,
+        "top_n": 10,
+        "redis": dead,
+        "job_try": 2,
+        "job_id": "t",
+    }
+    with pytest.raises(Retry) as caught:
+        await refresh_changed_users(ctx)
+    assert caught.value.defer_score == 1000  # 1 s, in ms
+    await dead.aclose()
+    await engine.dispose()
+
+
+# --- the worker as a process ------------------------------------------------------------------
+
+
+def _worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MOVIE_DATABASE_URL": settings.database_url,
+        "MOVIE_REDIS_URL": settings.redis_url,
+        "MOVIE_WORKER_HEALTH_CHECK_SECONDS": "1",
+        "MOVIE_LOG_LEVEL": "INFO",
+        **extra,
+    }
+
+
+def _start_worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.worker"],
+        env=_worker_env(settings, **extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _until(predicate: Callable[[], Any], within: float, what: str) -> float:
+    started = time.monotonic()
+    while not await predicate():
+        assert time.monotonic() - started < within, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+async def ready_client(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> AsyncIterator[tuple[Settings, httpx.AsyncClient, FastAPI]]:
+    """An API whose readiness requires the worker."""
+    settings = make_settings(seed_demo_data=True, ready_requires_worker=True)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield settings, client, app
+
+
+@pytest.mark.slow
+async def test_ready_reports_the_worker_gone_within_seconds(
+    ready_client: tuple[Settings, httpx.AsyncClient, FastAPI],
+) -> None:
+    """Worker up → /ready 200 and `arq --check` 0; SIGKILL → 503 naming the worker within ~2 s;
+    a graceful SIGTERM drops the heartbeat at once."""
+    settings, client, _ = ready_client
+
+    async def ready() -> bool:
+        return (await client.get("/ready")).status_code == 200
+
+    async def not_ready() -> bool:
+        return not await ready()
+
+    for stop in (signal.SIGKILL, signal.SIGTERM):
+        worker = _start_worker(settings)
+        try:
+            await _until(ready, 20, "the worker's heartbeat")
+            check = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "arq", "--check", "app.worker.WorkerSettings",
+                env=_worker_env(settings),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            assert await check.wait() == 0
+            worker.send_signal(stop)
+            gone_after = await _until(not_ready, 5, "readiness to notice")
+            exit_code = worker.wait(15)
+        finally:
+            worker.kill()
+            worker.wait()
+        body = (await client.get("/ready")).json()
+        assert body["checks"]["worker"]["ok"] is False
+        assert body["status"] == "unavailable"
+        if stop is signal.SIGTERM:
+            assert exit_code == 0
+            assert gone_after < 1.0
+        else:
+            assert gone_after < 3.0
+
+
+@pytest.mark.slow
+async def test_job_interrupted_by_a_crash_runs_again_after_restart(
+    stack: tuple[Settings, httpx.AsyncClient],
+) -> None:
+    """A worker SIGKILLed mid-job (blocked on a database lock): after a restart the job runs
+    again (arq's at-least-once) and stores one correct result."""
+    settings, client = stack
+    env = {"MOVIE_JOB_TIMEOUT_SECONDS": "2"}  # a crashed job's claim expires after 2 + 10 s
+    db_path = settings.database_url.split("///", 1)[1]
+    blocker = sqlite3.connect(db_path, isolation_level=None, timeout=10)
+    blocker.execute("BEGIN IMMEDIATE")  # the job can read (WAL) but not write
+    arq_redis = ArqRedis.from_url(settings.redis_url)
+    worker = _start_worker(settings, **env)
+    try:
+        await client.post("/users/42/recommendations/refresh")
+
+        async def in_progress() -> bool:
+            return bool(await arq_redis.exists(ARQ_IN_PROGRESS_KEY_PREFIX + refresh_job_id(42)))
+
+        await _until(in_progress, 20, "the job to start")
+        worker.kill()
+        worker.wait()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert (await client.get("/jobs/refresh:42")).json()["state"] == "in_progress"
+
+    worker = _start_worker(settings, **env)
+    try:
+
+        async def complete() -> bool:
+            return bool((await client.get("/jobs/refresh:42")).json()["state"] == "complete")
+
+        await _until(complete, 40, "the re-run to complete")
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        await arq_redis.aclose()
+    job = (await client.get("/jobs/refresh:42")).json()
+    assert job["tries"] == 2
+    body = (await client.get("/users/42/recommendations")).json()
+    assert len(body["items"]) == 10
+    engine = create_engine(settings.database_url)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(RecommendationRow.__table__.select())).all()
+    await engine.dispose()
+    assert [row.user_id for row in rows] == [42]
+
+
+@pytest.mark.slow
+async def test_worker_process_survives_a_redis_restart(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """arq exits on a dropped connection; `python -m app.worker` reconnects by itself and
+    processes jobs queued after Redis came back."""
+    valkey = ValkeyProcess()
+    valkey.start()
+    settings = make_settings(redis_url=valkey.url, seed_demo_data=True)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            worker = _start_worker(settings)
+            try:
+                await asyncio.sleep(1.5)
+                valkey.stop()
+                await asyncio.sleep(1.5)
+                assert worker.poll() is None, "the worker process must not exit"
+                valkey.start()
+                await asyncio.sleep(0.3)  # the API's breaker cool-down
+
+                async def accepted() -> bool:
+                    response = await client.post("/users/7/recommendations/refresh")
+                    return response.status_code == 202
+
+                await _until(accepted, 10, "the API to reach Redis again")
+
+                async def complete() -> bool:
+                    state = (await client.get("/jobs/refresh:7")).json().get("state")
+                    return bool(state == "complete")
+
+                await _until(complete, 30, "the reconnected worker to run the job")
+            finally:
+                worker.terminate()
+                worker.wait(10)
+                valkey.stop()
+    assert worker.returncode == 0
+    assert QUEUE_NAME
