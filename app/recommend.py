@@ -38,13 +38,22 @@ class Recommendation:
     reason: str  # "similar" (collaborative filtering) or "popular" (fallback)
 
 
-@dataclass(frozen=True)
 class RatingsIndex:
-    """All ratings, indexed both ways, with every user's mean score."""
+    """All ratings indexed both ways with each user's mean. Centred scores and film norms are
+    computed on first use and kept, so one user's refresh touches only their neighbourhood and a
+    batch over many users computes each piece once."""
 
-    by_user: Mapping[int, Mapping[int, float]]
-    by_movie: Mapping[int, Mapping[int, float]]
-    user_mean: Mapping[int, float]
+    def __init__(
+        self,
+        by_user: Mapping[int, Mapping[int, float]],
+        by_movie: Mapping[int, Mapping[int, float]],
+    ) -> None:
+        self.by_user = by_user
+        self.by_movie = by_movie
+        self.user_mean = {u: sum(s.values()) / len(s) for u, s in by_user.items()}
+        self._centred_by_user: dict[int, list[tuple[int, float]]] = {}
+        self._centred_by_movie: dict[int, list[tuple[int, float]]] = {}
+        self._norm: dict[int, float] = {}
 
     @classmethod
     def build(cls, ratings: Iterable[tuple[int, int, float]]) -> RatingsIndex:
@@ -54,47 +63,57 @@ class RatingsIndex:
         for user_id, movie_id, score in ratings:
             by_user[user_id][movie_id] = score
             by_movie[movie_id][user_id] = score
-        user_mean = {u: sum(s.values()) / len(s) for u, s in by_user.items()}
-        return cls(dict(by_user), dict(by_movie), user_mean)
+        return cls(dict(by_user), dict(by_movie))
 
-    def centred_norm(self, movie_id: int) -> float:
+    def centred_by_user(self, user_id: int) -> list[tuple[int, float]]:
+        """(movie, c_vj) for every film a user rated."""
+        found = self._centred_by_user.get(user_id)
+        if found is None:
+            mean = self.user_mean[user_id]
+            found = [(m, s - mean) for m, s in self.by_user[user_id].items()]
+            self._centred_by_user[user_id] = found
+        return found
+
+    def centred_by_movie(self, movie_id: int) -> list[tuple[int, float]]:
+        """(user, c_vi) for every user who rated a film."""
+        found = self._centred_by_movie.get(movie_id)
+        if found is None:
+            mean = self.user_mean
+            found = [(u, s - mean[u]) for u, s in self.by_movie.get(movie_id, {}).items()]
+            self._centred_by_movie[movie_id] = found
+        return found
+
+    def norm(self, movie_id: int) -> float:
         """‖c_i‖: the length of a film's centred score vector."""
-        raters = self.by_movie.get(movie_id, {})
-        return math.sqrt(sum((s - self.user_mean[u]) ** 2 for u, s in raters.items()))
+        found = self._norm.get(movie_id)
+        if found is None:
+            found = math.sqrt(sum(c * c for _, c in self.centred_by_movie(movie_id)))
+            self._norm[movie_id] = found
+        return found
 
 
 def collaborative(index: RatingsIndex, user_id: int) -> list[Recommendation]:
     """Item-based CF predictions for every film reachable through co-ratings."""
     own = index.by_user.get(user_id, {})
-    dots: dict[tuple[int, int], float] = defaultdict(float)
-    for i in own:
-        for v, r_vi in index.by_movie[i].items():
-            if v == user_id:
-                continue
-            c_vi = r_vi - index.user_mean[v]
-            if c_vi == 0:
-                continue
-            for j, r_vj in index.by_user[v].items():
-                if j not in own:
-                    dots[(i, j)] += c_vi * (r_vj - index.user_mean[v])
-    norms: dict[int, float] = {}
-
-    def norm(movie_id: int) -> float:
-        if movie_id not in norms:
-            norms[movie_id] = index.centred_norm(movie_id)
-        return norms[movie_id]
-
     weighted: dict[int, float] = defaultdict(float)
     support: dict[int, float] = defaultdict(float)
-    for (i, j), dot in dots.items():
-        denominator = norm(i) * norm(j)
-        if denominator == 0:
+    for i, r_ui in own.items():
+        norm_i = index.norm(i)
+        if norm_i == 0:
             continue
-        similarity = dot / denominator
-        if similarity <= 0:
-            continue
-        weighted[j] += similarity * own[i]
-        support[j] += similarity
+        dots: dict[int, float] = defaultdict(float)  # Σ_v c_vi·c_vj for this i, every j
+        for v, c_vi in index.centred_by_movie(i):
+            if v == user_id or c_vi == 0:
+                continue
+            for j, c_vj in index.centred_by_user(v):
+                dots[j] += c_vi * c_vj
+        for j, dot in dots.items():
+            if dot <= 0 or j in own:
+                continue
+            # dot > 0 means some c_vj != 0, so norm(j) > 0.
+            similarity = dot / (norm_i * index.norm(j))
+            weighted[j] += similarity * r_ui
+            support[j] += similarity
     ranked = sorted(support, key=lambda j: (-weighted[j] / support[j], -support[j], j))
     return [Recommendation(j, round(weighted[j] / support[j], 4), "similar") for j in ranked]
 

@@ -133,6 +133,27 @@ async def test_a_queued_refresh_is_never_queued_twice_but_a_finished_one_runs_ag
     assert (await client.get("/jobs/refresh:43")).json()["state"] == "complete"
 
 
+async def test_a_failing_job_is_recorded_as_failed_with_its_reason(
+    stack: tuple[Settings, httpx.AsyncClient],
+) -> None:
+    """A non-transient error is not retried: the job is failed and says why."""
+    settings, client = stack
+    db_path = settings.database_url.split("///", 1)[1]
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "CREATE TRIGGER read_only BEFORE INSERT ON recommendations "
+            "BEGIN SELECT RAISE(ABORT, 'recommendations are read-only'); END"
+        )
+    await client.post("/users/42/recommendations/refresh")
+    await run_burst(settings)
+    job = (await client.get("/jobs/refresh:42")).json()
+    assert job["state"] == "failed"
+    assert job["tries"] == 1
+    assert job["result"] is None
+    assert job["error"].startswith("IntegrityError")
+    assert "recommendations are read-only" in job["error"]
+
+
 async def test_unknown_job_is_404_with_state_not_found(client: httpx.AsyncClient) -> None:
     """A job id that never existed: 404 with the documented body."""
     response = await client.get("/jobs/refresh:999")
