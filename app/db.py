@@ -93,6 +93,15 @@ class RatingRow(Base):
     rated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
+class MetaRow(Base):
+    """Facts about the database itself, e.g. that the demo catalog was seeded."""
+
+    __tablename__ = "app_meta"
+
+    key: Mapped[str] = mapped_column(String(60), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+
+
 class RecommendationRow(Base):
     """The latest recommendations of one user, as the worker computed them."""
 

@@ -10,9 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from app.constants import MAX_DB_ID
 
 DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]
+# "Not blank" spelled as an explicit ASCII class: `\S` means different things in JSON Schema's
+# ECMAScript regexes and in pydantic's Rust regexes (U+0085, for one).
+BLANK = " \t\n\r\f\v"
 Title = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=200, pattern=r"\S"),
+    StringConstraints(min_length=1, max_length=200, pattern=r"[^ \t\n\r\f\v]"),
     Field(description="Title of the film; at least one non-blank character.", examples=["Heat"]),
 ]
 Genre = Annotated[
@@ -41,7 +44,7 @@ class MovieIn(BaseModel):
     @field_validator("title")
     @classmethod
     def _strip_title(cls, value: str) -> str:
-        return value.strip()
+        return value.strip(BLANK)
 
     @field_validator("genres")
     @classmethod

@@ -12,11 +12,13 @@ import random
 from datetime import timedelta
 
 from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import SettingsError, load_settings
 from app.db import (
     GenreRow,
+    MetaRow,
     MovieRow,
     RatingRow,
     create_engine,
@@ -101,6 +103,7 @@ GENERATED_GENRES = (
 )  # fmt: skip
 
 _BATCH = 5_000
+SEEDED_MARKER = "demo_catalog_seeded_at"
 
 
 async def seed_demo_catalog(engine: AsyncEngine) -> int:
@@ -109,6 +112,9 @@ async def seed_demo_catalog(engine: AsyncEngine) -> int:
     async with sessions() as session:
         if await count_movies(session) > 0:
             return 0
+        # Several API replicas may start on one fresh database: the marker row's primary key
+        # lets exactly one of them seed; the others fail to insert it and add nothing.
+        session.add(MetaRow(key=SEEDED_MARKER, value=utcnow().isoformat()))
         for title, year, genres in FILMS:
             session.add(
                 MovieRow(
@@ -120,7 +126,13 @@ async def seed_demo_catalog(engine: AsyncEngine) -> int:
                     ],
                 )
             )
-        await session.commit()
+        try:
+            await session.commit()
+        except (IntegrityError, OperationalError):
+            await session.rollback()
+            if await count_movies(session) > 0:
+                return 0
+            raise
     return len(FILMS)
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
+from redis import Redis as SyncRedis
 
 from app.config import Settings
 from app.constants import IDEMPOTENCY_KEY_PATTERN
@@ -46,9 +49,15 @@ def after_call(context: Any, case: Any, response: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def contract_app(valkey: Any, tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+def contract_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The contract run's SQLite file."""
+    return tmp_path_factory.mktemp("contract") / "movies.db"
+
+
+@pytest.fixture(scope="module")
+def contract_app(valkey: Any, contract_db: Path) -> FastAPI:
     """The API with real SQLite and valkey; Schemathesis runs its lifespan itself."""
-    db = tmp_path_factory.mktemp("contract") / "movies.db"
+    db = contract_db
     return create_app(
         Settings(
             database_url=f"sqlite+aiosqlite:///{db}",
@@ -78,11 +87,25 @@ def test_every_operation_conforms_to_its_schema(case: Any) -> None:
     case.call_and_validate()
 
 
-def test_linked_operations_conform_statefully(api_schema: Any) -> None:
-    """Stateful phase: create → read/replace/rate/delete sequences through OpenAPI links."""
+def test_linked_operations_conform_statefully(
+    api_schema: Any, contract_db: Path, valkey: Any
+) -> None:
+    """Stateful phase: create → read/replace/rate/delete sequences through OpenAPI links.
+
+    Every scenario starts from an empty catalog and an empty Redis: Hypothesis needs the same
+    steps to meet the same state, or it reports the run as flaky.
+    """
+
+    class Workflow(api_schema.as_state_machine()):  # type: ignore[misc]
+        def setup(self) -> None:
+            with sqlite3.connect(contract_db) as conn:
+                for table in ("ratings", "movie_genres", "recommendations", "movies"):
+                    conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            with SyncRedis.from_url(valkey.url) as redis:
+                redis.flushdb()
+
     CALLS.clear()
-    state_machine = api_schema.as_state_machine()
-    state_machine.run(
+    Workflow.run(
         settings=settings(
             max_examples=40,
             deadline=None,

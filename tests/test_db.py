@@ -99,3 +99,32 @@ async def test_rating_a_film_deleted_meanwhile_is_not_found(tmp_path: Path) -> N
     async with sessions() as session:
         assert await repository.rate_movie(session, 1, RatingIn(user_id=1, score=3)) is None
     await engine.dispose()
+
+
+async def test_replicas_starting_together_seed_the_catalog_once(tmp_path: Path) -> None:
+    """Three processes seed one fresh database at once: exactly one catalog is inserted."""
+    from app.seed import FILMS
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'replicas.db'}"
+    code = (
+        "import asyncio, sys\n"
+        "from app.db import create_engine, create_schema\n"
+        "from app.seed import seed_demo_catalog\n"
+        "async def main():\n"
+        "    engine = create_engine(sys.argv[1])\n"
+        "    await create_schema(engine)\n"
+        "    print(await seed_demo_catalog(engine))\n"
+        "asyncio.run(main())\n"
+    )
+    replicas = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, url, stdout=asyncio.subprocess.PIPE
+        )
+        for _ in range(3)
+    ]
+    outputs = [int((await replica.communicate())[0]) for replica in replicas]
+    assert sorted(outputs) == [0, 0, len(FILMS)]
+    engine = create_engine(url)
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT COUNT(*) FROM movies"))).scalar_one() == len(FILMS)
+    await engine.dispose()

@@ -188,3 +188,14 @@ async def test_first_start_seeds_real_films_once(
     assert len(FILMS) >= 50
     assert page["total"] == len(FILMS)
     assert page["items"][0]["title"] == "The Shawshank Redemption"
+
+
+@pytest.mark.parametrize("title", ["\u0085", "\u00a0Heat", "  Heat  "])
+async def test_titles_that_json_schema_calls_non_blank_are_accepted(
+    client: httpx.AsyncClient, title: str
+) -> None:
+    """The schema's notion of "not blank" and the server's agree, and only ASCII blanks are
+    trimmed, so a valid title never turns empty."""
+    response = await client.post("/movies", json={"title": title, "year": 2000})
+    assert response.status_code == 201
+    assert response.json()["title"] == title.strip(" ")

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from arq import Retry
 from arq.connections import ArqRedis
+from arq.constants import retry_key_prefix
 from arq.worker import create_worker
 from fastapi import FastAPI
 from redis.asyncio import Redis
@@ -352,7 +353,14 @@ async def test_job_interrupted_by_a_crash_runs_again_after_restart(
         await client.post("/users/42/recommendations/refresh")
 
         async def in_progress() -> bool:
-            return bool(await arq_redis.exists(ARQ_IN_PROGRESS_KEY_PREFIX + refresh_job_id(42)))
+            # arq claims the job, then counts the try: wait for both before the crash.
+            job_id = refresh_job_id(42)
+            return bool(
+                await arq_redis.exists(
+                    ARQ_IN_PROGRESS_KEY_PREFIX + job_id, retry_key_prefix + job_id
+                )
+                == 2
+            )
 
         await _until(in_progress, 20, "the job to start")
         worker.kill()

@@ -1,0 +1,264 @@
+"""The container stack on a real Docker engine: compose.yaml, the Dockerfile, the proxy profile.
+
+Skips with a reason when no engine with the Compose plugin answers; `.ci/run` bootstraps one and
+turns any skip into a failure. Images: PYTHON_IMAGE / REDIS_IMAGE / PROXY_IMAGE from the
+environment (the public defaults otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException
+
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+IDEMPOTENT_POST = {"title": "Compose Test", "year": 2001, "genres": ["Drama"]}
+
+
+def _engine_problem() -> str | None:
+    try:
+        client = DockerClient()
+        client.info()
+        if not client.compose.is_installed():
+            return "the Docker Compose plugin is not installed"
+    except DockerException as exc:
+        return f"no Docker engine answers ({str(exc).strip().splitlines()[0][:120]})"
+    return None
+
+
+@dataclass
+class Stack:
+    """One compose project under test, on its own ports and subnet."""
+
+    docker: DockerClient
+    api: str
+    proxy: str
+    env: dict[str, str]
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        """Every container running and healthy."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = [(c.name, c.state.status, c.state.health) for c in self.docker.compose.ps()]
+            if states and all(
+                status == "running" and (health is None or health.status == "healthy")
+                for _, status, health in states
+            ):
+                return
+            assert time.monotonic() < deadline, f"not healthy: {states}"
+            time.sleep(0.5)
+
+
+def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        time.sleep(0.25)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    """A cold `up --build --wait` of api + worker + redis in a throw-away project."""
+    problem = _engine_problem()
+    if problem:
+        pytest.skip(f"needs Docker with Compose: {problem}")
+    project = f"movieops-test-{uuid.uuid4().hex[:6]}"
+    env = {
+        "MOVIE_API_PORT": str(free_port()),
+        "MOVIE_PROXY_PORT": str(free_port()),
+        "MOVIE_REDIS_PORT": str(free_port()),
+        "MOVIE_NETWORK_SUBNET": "172.30.58.0/24",
+        "MOVIE_PROXY_ADDRESS": "172.30.58.10",
+    }
+    everything = DockerClient(  # every profile, so teardown also removes the proxy
+        compose_files=[ROOT / "compose.yaml", ROOT / "compose.replicas.yaml"],
+        compose_project_name=project,
+        compose_project_directory=ROOT,
+        compose_profiles=["*"],
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        single = DockerClient(
+            compose_files=[ROOT / "compose.yaml"],
+            compose_project_name=project,
+            compose_project_directory=ROOT,
+        )
+        result = Stack(
+            single,
+            f"http://127.0.0.1:{env['MOVIE_API_PORT']}",
+            f"http://127.0.0.1:{env['MOVIE_PROXY_PORT']}",
+            env,
+        )
+        try:
+            single.compose.up(build=True, detach=True, wait=True, wait_timeout=300, quiet=True)
+            yield result
+        finally:
+            everything.compose.down(volumes=True, remove_orphans=True, quiet=True)
+
+
+def _rate_keys(stack: Stack) -> list[str]:
+    output = stack.docker.compose.execute(
+        "redis", ["redis-cli", "--scan", "--pattern", "rate:*"], tty=False
+    )
+    return sorted((output or "").split())
+
+
+def test_cold_up_reaches_all_healthy(stack: Stack) -> None:
+    """api, worker and redis are running and healthy after `up --build --wait`."""
+    containers = stack.docker.compose.ps()
+    assert {(c.config.labels or {})["com.docker.compose.service"] for c in containers} == {
+        "api",
+        "worker",
+        "redis",
+    }
+    stack.wait_healthy(timeout=5)
+    for container in containers:
+        ports = container.network_settings.ports or {}
+        for bindings in ports.values():
+            assert all(b["HostIp"] == "127.0.0.1" for b in bindings or [])
+
+
+def test_api_limits_caches_and_counts_in_redis(stack: Stack) -> None:
+    """First GET has X-RateLimit-*, the second is a HIT; rate:* keys live in the redis
+    container; the 21st request to one path within the minute is refused (limit 20)."""
+    first = httpx.get(f"{stack.api}/movies")
+    second = httpx.get(f"{stack.api}/movies")
+    assert first.status_code == 200
+    assert first.json()["total"] >= 50
+    assert first.headers["x-ratelimit-limit"] == "20"
+    assert first.headers["x-cache"] == "MISS"
+    assert second.headers["x-cache"] == "HIT"
+    assert second.content == first.content
+    assert any(key.endswith(":/movies") for key in _rate_keys(stack))
+
+    statuses = [httpx.get(f"{stack.api}/movies/2").status_code for _ in range(21)]
+    assert statuses == [200] * 20 + [429]
+
+
+def test_refresh_job_runs_in_the_worker_container(stack: Stack) -> None:
+    """POST refresh → the worker container completes the job → recommendations readable."""
+    httpx.post(f"{stack.api}/movies/3/ratings", json={"user_id": 42, "score": 5})
+    accepted = httpx.post(f"{stack.api}/users/42/recommendations/refresh")
+    assert accepted.status_code == 202
+
+    def complete() -> bool:
+        return bool(httpx.get(f"{stack.api}/jobs/refresh:42").json()["state"] == "complete")
+
+    _until(complete, 30, "refresh:42 to complete")
+    assert len(httpx.get(f"{stack.api}/users/42/recommendations").json()["items"]) == 10
+    assert "refresh:42" in stack.docker.compose.logs(services=["worker"], tail="50")
+
+
+def test_redis_outage_degrades_and_everything_recovers(stack: Stack) -> None:
+    """Redis stopped: GET 200 BYPASS without rate headers, keyed POST 503, /ready 503,
+    /health 200. Redis back: the API recovers without a restart and the worker by itself."""
+    stack.docker.compose.stop(["redis"])
+    try:
+        down = httpx.get(f"{stack.api}/movies?limit=3")
+        assert down.status_code == 200
+        assert down.headers["x-cache"] == "BYPASS"
+        assert "x-ratelimit-limit" not in down.headers
+        keyed = httpx.post(
+            f"{stack.api}/movies", json=IDEMPOTENT_POST, headers={"Idempotency-Key": "outage"}
+        )
+        assert keyed.status_code == 503
+        assert keyed.headers["retry-after"] == "1"
+        ready = httpx.get(f"{stack.api}/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["redis"]["ok"] is False
+        assert httpx.get(f"{stack.api}/health").status_code == 200
+    finally:
+        stack.docker.compose.start(["redis"])
+    _until(lambda: httpx.get(f"{stack.api}/ready").status_code == 200, 60, "API ready again")
+
+    def limited_again() -> bool:  # once the circuit breaker's cool-down has passed
+        return "x-ratelimit-limit" in httpx.get(f"{stack.api}/movies?limit=3").headers
+
+    _until(limited_again, 10, "rate limiting to come back")
+    assert httpx.get(f"{stack.api}/movies?limit=3").headers["x-cache"] in {"MISS", "HIT"}
+    stack.wait_healthy(timeout=60)
+    accepted = httpx.post(f"{stack.api}/users/43/recommendations/refresh")
+    assert accepted.status_code == 202
+
+    def complete() -> bool:
+        return bool(httpx.get(f"{stack.api}/jobs/refresh:43").json()["state"] == "complete")
+
+    _until(complete, 30, "the worker to run a job after the outage")
+
+
+def test_proxy_profile_spreads_load_and_keeps_one_global_limit(stack: Stack) -> None:
+    """Three api replicas behind nginx: requests reach several replicas, 30 requests with
+    forged X-Forwarded-For give exactly 20 successes, and the identity is the real peer."""
+    proxied = DockerClient(
+        compose_files=[ROOT / "compose.yaml", ROOT / "compose.replicas.yaml"],
+        compose_project_name=stack.docker.client_config.compose_project_name,
+        compose_project_directory=ROOT,
+        compose_profiles=["proxy"],
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in stack.env.items():
+            patch.setenv(name, value)
+        proxied.compose.up(detach=True, wait=True, wait_timeout=180, scales={"api": 3}, quiet=True)
+        statuses = [
+            httpx.get(
+                f"{stack.proxy}/movies/4", headers={"X-Forwarded-For": f"198.51.100.{n}"}
+            ).status_code
+            for n in range(30)
+        ]
+        logs = proxied.compose.logs(services=["api"], tail="200")
+        keys = _rate_keys(stack)
+        # Back to the single published API for the tests after this one.
+        proxied.compose.stop(["proxy"])
+        stack.docker.compose.up(
+            detach=True, wait=True, wait_timeout=180, scales={"api": 1}, quiet=True
+        )
+    assert statuses == [200] * 20 + [429] * 10
+    replicas = {
+        line.split("|")[0].strip() for line in logs.splitlines() if "GET /movies/4 " in line
+    }
+    assert len(replicas) >= 2, replicas
+    movie_keys = [key for key in keys if key.endswith(":/movies/4")]
+    assert len(movie_keys) == 1
+    assert "198.51.100." not in movie_keys[0]
+
+
+def test_data_survives_down_and_up_and_down_v_removes_it(stack: Stack) -> None:
+    """`down` keeps the database and Redis volumes; `down -v` deletes them."""
+    created = httpx.post(f"{stack.api}/movies", json={**IDEMPOTENT_POST, "title": "Survivor"})
+    assert created.status_code == 201
+    location = created.headers["location"]
+    stack.docker.compose.execute("redis", ["redis-cli", "SET", "probe", "kept"], tty=False)
+
+    stack.docker.compose.down(quiet=True)
+    stack.docker.compose.up(detach=True, wait=True, wait_timeout=180, quiet=True)
+    assert httpx.get(f"{stack.api}{location}").json()["title"] == "Survivor"
+    probe = stack.docker.compose.execute("redis", ["redis-cli", "GET", "probe"], tty=False)
+    assert (probe or "").strip() == "kept"
+
+    stack.docker.compose.down(volumes=True, quiet=True)
+    project = stack.docker.client_config.compose_project_name
+    assert (
+        stack.docker.volume.list(filters=[("label", f"com.docker.compose.project={project}")]) == []
+    )
+    stack.docker.compose.up(detach=True, wait=True, wait_timeout=180, quiet=True)
+    assert httpx.get(f"{stack.api}{location}").status_code == 404
+
+
+def test_dockerfile_builds_a_non_root_image(stack: Stack) -> None:
+    """The app image runs as an unprivileged user."""
+    user = stack.docker.compose.execute("api", ["id", "-u"], tty=False)
+    assert (user or "").strip() == "10001"
+    assert os.environ.get("PYTHON_IMAGE", "python:3.12-slim")
