@@ -53,6 +53,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated IPs/CIDRs whose X-Forwarded-For is trusted (empty: none).",
     )
+    rate_limit_exempt_tokens: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated secrets; a request whose X-RateLimit-Exempt header holds one is not "
+            "rate limited (for contract test runs). Empty: nobody is exempt."
+        ),
+    )
     redis_timeout_ms: int = Field(
         default=100, ge=5, le=10_000, description="Read timeout for Redis on the request path."
     )
@@ -98,7 +105,7 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "rate_limit_exempt_tokens", mode="before")
     @classmethod
     def _split_proxies(cls, value: object) -> object:
         if isinstance(value, str):
@@ -115,6 +122,15 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
                 raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
+
+    @field_validator("rate_limit_exempt_tokens")
+    @classmethod
+    def _check_tokens(cls, value: list[str]) -> list[str]:
+        if any(len(token) < 16 for token in value):
+            raise ValueError(
+                "exemption tokens must be at least 16 characters (use a random secret)"
+            )
         return value
 
     @field_validator("database_url")

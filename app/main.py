@@ -113,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
         limiter=RateLimiter(
             guard, settings.rate_limit_per_minute, settings.rate_limit_window_seconds
         ),
+        exempt_tokens=settings.rate_limit_exempt_tokens,
     )
     app.add_middleware(AccessLogMiddleware)
     if settings.trusted_proxies:

@@ -7,6 +7,7 @@ INCR-then-EXPIRE as two calls can leave a key that never expires and lock a clie
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ return {count, ttl}
 TOO_MANY_REQUESTS_BODY = json.dumps({"detail": "Too many requests"}).encode()
 
 EXEMPT_PATHS = frozenset({"/health", "/ready"})
+EXEMPT_HEADER = b"x-ratelimit-exempt"
 
 
 @dataclass(frozen=True)
@@ -112,15 +114,36 @@ class RateLimiter:
         return decide(self.limit_for(path), self.window_seconds, count, ttl_ms)
 
 
-class RateLimitMiddleware:
-    """Pure ASGI middleware: counts every HTTP request, adds headers, answers 429 over the limit."""
+def holds_exemption(scope: Scope, tokens: tuple[bytes, ...]) -> bool:
+    """Whether the request carries one of the configured exemption secrets (constant time)."""
+    if not tokens:
+        return False
+    for name, value in scope["headers"]:
+        if name == EXEMPT_HEADER:
+            return any(hmac.compare_digest(value, token) for token in tokens)
+    return False
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+
+class RateLimitMiddleware:
+    """Pure ASGI middleware: counts every HTTP request, adds headers, answers 429 over the limit.
+
+    Probes are exempt, and so is a request holding a configured exemption secret (the contract
+    test run's credential); nobody else is, whatever headers they send.
+    """
+
+    def __init__(
+        self, app: ASGIApp, limiter: RateLimiter, exempt_tokens: list[str] | None = None
+    ) -> None:
         self.app = app
         self.limiter = limiter
+        self.exempt_tokens = tuple(token.encode() for token in exempt_tokens or [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in EXEMPT_PATHS
+            or holds_exemption(scope, self.exempt_tokens)
+        ):
             await self.app(scope, receive, send)
             return
         try:

@@ -160,3 +160,33 @@ def test_forged_x_forwarded_for_does_not_escape_the_limit(
 def _rate_keys(valkey: ValkeyProcess) -> set[str]:
     with SyncRedis.from_url(valkey.url) as client:
         return {key.decode() for key in client.scan_iter(match="rate:*")}
+
+
+async def test_exemption_secret_skips_the_limit_and_nothing_else_does(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """The configured secret in X-RateLimit-Exempt is not counted; a wrong one is counted."""
+    secret = "contract-secret-0123456789"
+    app = create_app(make_settings(rate_limit_per_minute=2, rate_limit_exempt_tokens=[secret]))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            exempt = [
+                await client.get("/movies", headers={"X-RateLimit-Exempt": secret})
+                for _ in range(5)
+            ]
+            wrong = [
+                (await client.get("/movies", headers={"X-RateLimit-Exempt": "guess"})).status_code
+                for _ in range(3)
+            ]
+    assert [r.status_code for r in exempt] == [200] * 5
+    assert "x-ratelimit-limit" not in exempt[0].headers
+    assert wrong == [200, 200, 429]
+
+
+def test_short_exemption_tokens_are_refused() -> None:
+    """A guessable secret is a configuration error."""
+    from app.config import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="MOVIE_RATE_LIMIT_EXEMPT_TOKENS"):
+        load_settings(rate_limit_exempt_tokens="short", _env_file=None)

@@ -1,0 +1,180 @@
+"""Results as Rich tables for people (the same objects go to JSON with --json)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from app.jobs import JobView
+from movieops.jobs import RefreshOutcome
+from movieops.probes import Probe
+from movieops.ratelimits import Counter
+from movieops.runtime import Check, ServiceState
+from movieops.stack import ServiceProgress, UpResult
+
+STATE_STYLE = {"running": "green", "healthy": "green", "exited": "red", "missing": "red"}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def progress_table(rows: Sequence[ServiceProgress]) -> Table:
+    """The live per-service display of `up`."""
+    table = Table(title="waiting for the stack", title_justify="left", expand=False)
+    for column in ("service", "state", "ready after", "detail"):
+        table.add_column(column)
+    for row in rows:
+        style = "green" if row.healthy else "yellow"
+        table.add_row(
+            row.service,
+            f"[{style}]{row.state}[/{style}]",
+            f"{row.seconds}s" if row.seconds is not None else "-",
+            row.detail[:70],
+        )
+    return table
+
+
+def progress_line(row: ServiceProgress) -> str:
+    """One plain line per change (no TTY, CI)."""
+    return f"{row.service}: {row.state}" + (f" ({row.detail})" if row.detail else "")
+
+
+def status_table(states: Sequence[ServiceState], title: str) -> Table:
+    """`movieops status`."""
+    table = Table(title=title, title_justify="left")
+    for column in ("service", "state", "health", "restarts", "uptime", "url"):
+        table.add_column(column)
+    for s in states:
+        style = STATE_STYLE.get(s.state, "yellow")
+        table.add_row(
+            s.service,
+            f"[{style}]{s.state}[/{style}]",
+            s.health or "-",
+            "-" if s.restarts is None else str(s.restarts),
+            _duration(s.uptime_seconds),
+            s.url or "-",
+        )
+    return table
+
+
+def probes_table(probes: Sequence[Probe]) -> Table:
+    """`movieops health`."""
+    table = Table(title="health", title_justify="left")
+    for column in ("probe", "ok", "detail", "latency"):
+        table.add_column(column)
+    for p in probes:
+        table.add_row(
+            p.name,
+            "[green]yes[/green]" if p.ok else "[red]NO[/red]",
+            p.detail,
+            f"{p.latency_ms} ms" if p.latency_ms is not None else "-",
+        )
+    return table
+
+
+def checks_table(checks: Sequence[Check], title: str = "doctor") -> Table:
+    """`movieops doctor` and preflight failures."""
+    table = Table(title=title, title_justify="left")
+    for column in ("check", "ok", "detail", "fix"):
+        table.add_column(column)
+    for c in checks:
+        table.add_row(
+            c.name, "[green]yes[/green]" if c.ok else "[red]NO[/red]", c.detail, c.fix or ""
+        )
+    return table
+
+
+def counters_table(counters: Sequence[Counter]) -> Table:
+    """`movieops rate-limits`."""
+    table = Table(title=f"rate limits ({len(counters)} counters)", title_justify="left")
+    for column in ("client", "path", "count", "limit", "remaining", "resets in"):
+        table.add_column(column, justify="right" if column not in {"client", "path"} else "left")
+    for c in counters:
+        style = "red" if c.remaining == 0 else ""
+        table.add_row(
+            c.client,
+            c.path,
+            str(c.count),
+            str(c.limit),
+            f"[{style}]{c.remaining}[/{style}]" if style else str(c.remaining),
+            "never (no TTL!)" if c.reset_seconds is None else f"{c.reset_seconds}s",
+        )
+    return table
+
+
+def jobs_table(jobs: Sequence[JobView]) -> Table:
+    """`movieops jobs ls`."""
+    table = Table(title=f"jobs ({len(jobs)})", title_justify="left")
+    for column in ("job", "state", "tries", "enqueued", "finished", "outcome"):
+        table.add_column(column)
+    for j in jobs:
+        outcome = j.error or (str(j.result)[:60] if j.result is not None else "")
+        table.add_row(
+            j.job_id,
+            j.state.value,
+            "-" if j.tries is None else str(j.tries),
+            j.enqueued_at.strftime("%H:%M:%S") if j.enqueued_at else "-",
+            j.finished_at.strftime("%H:%M:%S") if j.finished_at else "-",
+            outcome,
+        )
+    return table
+
+
+def print_job(console: Console, job: JobView) -> None:
+    """`movieops jobs show`."""
+    console.print(f"[bold]{job.job_id}[/bold]  {job.state.value}")
+    for label, value in [
+        ("function", job.function),
+        ("args", ", ".join(map(str, job.args)) or None),
+        ("tries", job.tries),
+        ("enqueued", job.enqueued_at),
+        ("started", job.started_at),
+        ("finished", job.finished_at),
+        ("result", job.result),
+        ("error", job.error),
+    ]:
+        if value is not None:
+            console.print(f"  {label:<9} {value}")
+
+
+def print_refresh(console: Console, outcome: RefreshOutcome) -> None:
+    """`movieops refresh`."""
+    said = {
+        "enqueued": "queued a refresh",
+        "already_queued": "a refresh is already queued",
+        "in_progress": "a refresh is already running",
+        "done_recently": "refreshed moments ago (use --force to run again)",
+    }[outcome.action.value]
+    console.print(
+        f"user {outcome.user_id}: {said} — job {outcome.job_id} ({outcome.job.state.value})"
+    )
+
+
+def print_up(console: Console, result: UpResult) -> None:
+    """URLs and next steps after `up`."""
+    if result.already_running:
+        console.print(f"[green]already running and healthy[/green] ({result.runtime} runtime)")
+    else:
+        console.print(
+            f"[green]stack is healthy[/green] after {result.seconds:g}s ({result.runtime} runtime)"
+        )
+    e = result.endpoints
+    console.print(f"  API    {e.api_url}")
+    console.print(f"  docs   {e.docs_url}")
+    if e.proxy_url:
+        console.print(f"  proxy  {e.proxy_url}")
+    console.print(f"  redis  {e.redis_url}")
+    console.print(
+        "next: movieops health · movieops rate-limits · movieops refresh --user 42 --wait · "
+        "movieops contract · movieops down"
+    )

@@ -1,0 +1,119 @@
+"""Ways of running the stack: Docker Compose, or the embedded local runtime.
+
+Both answer the same questions (status, logs, endpoints) and take the same orders (start, stop),
+so every command above them works the same on either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the running stack answers."""
+
+    api_url: str
+    redis_url: str
+    proxy_url: str | None = None
+
+    @property
+    def docs_url(self) -> str:
+        """The interactive OpenAPI docs."""
+        return f"{self.api_url}/docs"
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One service as its runtime sees it."""
+
+    service: str
+    state: str  # running, starting, exited, stopped, missing
+    health: str | None = None  # healthy, unhealthy, starting, or None (no healthcheck)
+    restarts: int | None = None
+    uptime_seconds: float | None = None
+    url: str | None = None
+    detail: str | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the process or container is up."""
+        return self.state == "running"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One preflight check and its one-line fix."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+@dataclass
+class UpOptions:
+    """What `movieops up` was asked for."""
+
+    build: bool = False
+    proxy: bool = False
+    replicas: int = 1
+    services: list[str] = field(default_factory=list)
+
+
+class Runtime(Protocol):
+    """What every runtime provides."""
+
+    @property
+    def name(self) -> str:
+        """compose or local."""
+        ...
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services this runtime runs."""
+        ...
+
+    def endpoints(self) -> Endpoints:
+        """Where the stack answers."""
+        ...
+
+    def preflight(self, options: UpOptions) -> list[Check]:
+        """Checks before starting anything."""
+        ...
+
+    def start(self, options: UpOptions, progress: Callable[[str], None] | None = None) -> None:
+        """Start (or build and start) everything; return without waiting for health."""
+        ...
+
+    def stop(self, volumes: bool) -> list[str]:
+        """Stop everything; with ``volumes`` also delete the data. Returns what was removed."""
+        ...
+
+    def status(self) -> list[ServiceState]:
+        """Every service's state."""
+        ...
+
+    def logs(
+        self, services: list[str], tail: int | None, since: str | None, follow: bool
+    ) -> Iterator[str]:
+        """Log lines, newest last; with ``follow`` keep going until interrupted."""
+        ...
+
+    def health_log(self, service: str) -> str:
+        """The latest health-check output of a service (for failure reports)."""
+        ...
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the runtime's tools (for failure bundles)."""
+        ...
+
+
+def state_path(state_dir: Path, *parts: str) -> Path:
+    """A path under the state directory, created on demand."""
+    path = state_dir.joinpath(*parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

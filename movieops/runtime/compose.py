@@ -1,0 +1,333 @@
+"""The compose runtime: the stack in containers, driven through python-on-whales."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException
+from python_on_whales.utils import run
+
+from movieops.errors import DockerUnavailable, PreflightFailed, Unhealthy
+from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
+from movieops.runtime.local import holder_of
+
+COMPOSE_FILE = "compose.yaml"
+REPLICAS_FILE = "compose.replicas.yaml"
+MODE_FILE = "compose-mode.json"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "stderr", "") or exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def docker_problem(client: DockerClient | None = None) -> str | None:
+    """Why the compose runtime cannot be used here, or None when it can."""
+    client = client or DockerClient()
+    try:
+        client.info()
+    except DockerException as exc:
+        return f"no Docker engine answers: {_first_line(exc)}"
+    except FileNotFoundError:
+        return "the docker command is not installed"
+    try:
+        if not client.compose.is_installed():
+            return "the Docker Compose plugin is not installed"
+    except DockerException as exc:
+        return f"docker compose does not work: {_first_line(exc)}"
+    return None
+
+
+@dataclass
+class ComposeMode:
+    """What the last `up` asked for; later commands need it to know the endpoints."""
+
+    proxy: bool = False
+    replicas: int = 1
+
+
+def parse_ps(output: str) -> list[dict[str, Any]]:
+    """`docker compose ps --format json`: a JSON array or JSON lines, depending on version."""
+    text = output.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        return list(json.loads(text))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def compose_env(
+    api_port: int, proxy_port: int, redis_port: int, token: str | None
+) -> dict[str, str]:
+    """Variables the compose file interpolates (ports; the contract exemption token)."""
+    env = {
+        "MOVIE_API_PORT": str(api_port),
+        "MOVIE_PROXY_PORT": str(proxy_port),
+        "MOVIE_REDIS_PORT": str(redis_port),
+    }
+    if token:
+        env["MOVIE_RATE_LIMIT_EXEMPT_TOKENS"] = token
+    return env
+
+
+class ComposeRuntime:
+    """`docker compose` for the project's compose.yaml."""
+
+    name = "compose"
+
+    def __init__(
+        self,
+        project_dir: Path,
+        project_name: str,
+        state_dir: Path,
+        ports: tuple[int, int, int],
+        token: str | None = None,
+    ) -> None:
+        self.project_dir = project_dir
+        self.project_name = project_name
+        self.state_dir = state_dir
+        self.api_port, self.proxy_port, self.redis_port = ports
+        self.token = token
+        self.mode = self._load_mode()
+
+    # --- set-up -----------------------------------------------------------------------------
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services of the current mode."""
+        return ("redis", "api", "worker", *(("proxy",) if self.mode.proxy else ()))
+
+    def _load_mode(self) -> ComposeMode:
+        try:
+            data = json.loads((self.state_dir / MODE_FILE).read_text())
+            return ComposeMode(bool(data.get("proxy")), int(data.get("replicas", 1)))
+        except (OSError, ValueError):
+            return ComposeMode()
+
+    def _save_mode(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / MODE_FILE).write_text(
+            json.dumps({"proxy": self.mode.proxy, "replicas": self.mode.replicas})
+        )
+
+    def client(self, every_profile: bool = False) -> DockerClient:
+        """A python-on-whales client for this project in its current mode."""
+        files: list[str | Path] = [self.project_dir / COMPOSE_FILE]
+        if self.mode.replicas > 1:
+            files.append(self.project_dir / REPLICAS_FILE)
+        profiles = ["*"] if every_profile else (["proxy"] if self.mode.proxy else [])
+        os.environ.update(compose_env(self.api_port, self.proxy_port, self.redis_port, self.token))
+        return DockerClient(
+            compose_files=files,
+            compose_project_name=self.project_name,
+            compose_project_directory=self.project_dir,
+            compose_profiles=profiles,
+        )
+
+    def endpoints(self) -> Endpoints:
+        """The published ports (through the proxy only when the API is replicated)."""
+        proxy = f"http://127.0.0.1:{self.proxy_port}" if self.mode.proxy else None
+        api = proxy if self.mode.replicas > 1 and proxy else f"http://127.0.0.1:{self.api_port}"
+        return Endpoints(api, f"redis://127.0.0.1:{self.redis_port}/0", proxy)
+
+    # --- orders -----------------------------------------------------------------------------
+    def preflight(self, options: UpOptions) -> list[Check]:
+        """Engine, Compose version, config valid, published ports free (naming the holder)."""
+        checks: list[Check] = []
+        problem = docker_problem()
+        if problem:
+            return [Check("docker", False, problem, "start Docker, or use --runtime local")]
+        client = DockerClient()
+        server = client.version().server
+        checks.append(Check("docker engine", True, f"server {server.version if server else '?'}"))
+        checks.append(Check("docker compose", True, client.compose.version()))
+        if not (self.project_dir / COMPOSE_FILE).exists():
+            checks.append(
+                Check(
+                    "compose file",
+                    False,
+                    f"no {COMPOSE_FILE} in {self.project_dir}",
+                    "run movieops from the project directory, or pass --project-dir",
+                )
+            )
+            return checks
+        self.mode = ComposeMode(options.proxy, options.replicas)
+        try:
+            self.client().compose.config()
+            checks.append(Check("compose config", True, "valid"))
+        except DockerException as exc:
+            checks.append(Check("compose config", False, _first_line(exc), "fix compose.yaml/.env"))
+        ours = self._published_by_us()
+        ports = [("redis", self.redis_port, "MOVIEOPS_REDIS_PORT")]
+        if options.replicas <= 1:
+            ports.append(("api", self.api_port, "MOVIEOPS_API_PORT"))
+        if options.proxy:
+            ports.append(("proxy", self.proxy_port, "MOVIEOPS_PROXY_PORT"))
+        for service, port, variable in ports:
+            holder = None if port in ours else holder_of(port)
+            if holder is None:
+                checks.append(Check(f"port {port}", True, f"free for {service}"))
+            else:
+                checks.append(
+                    Check(
+                        f"port {port}",
+                        False,
+                        f"port {port} ({service}) is held by {holder}",
+                        f"stop it, or set {variable} to another port",
+                    )
+                )
+        return checks
+
+    def _published_by_us(self) -> set[int]:
+        ports: set[int] = set()
+        for row in self._ps_rows():
+            for publisher in row.get("Publishers") or []:
+                if publisher.get("PublishedPort"):
+                    ports.add(int(publisher["PublishedPort"]))
+        return ports
+
+    def start(self, options: UpOptions, progress: Callable[[str], None] | None = None) -> None:
+        """`compose up -d` (building when asked or when the image is missing)."""
+        self.mode = ComposeMode(options.proxy, options.replicas)
+        self._save_mode()
+        scales = {"api": options.replicas} if options.replicas > 1 else {}
+        try:
+            for _source, line in self.client().compose.up(
+                detach=True,
+                build=options.build,
+                scales=scales,
+                remove_orphans=not options.proxy,
+                stream_logs=True,
+            ):
+                if progress:
+                    progress(line.decode(errors="replace").rstrip())
+        except DockerException as exc:
+            raise Unhealthy(
+                f"docker compose up failed: {_first_line(exc)}",
+                hint="movieops logs, or docker compose logs, shows why",
+            ) from None
+
+    def stop(self, volumes: bool) -> list[str]:
+        """`compose down` over every profile; `-v` deletes the named volumes."""
+        try:
+            self.client(every_profile=True).compose.down(
+                volumes=volumes, remove_orphans=True, quiet=True
+            )
+        except DockerException as exc:
+            raise DockerUnavailable(f"docker compose down failed: {_first_line(exc)}") from None
+        (self.state_dir / MODE_FILE).unlink(missing_ok=True)
+        self.mode = ComposeMode()
+        return ["removed the containers and network"] + (
+            ["deleted the database and Redis volumes"] if volumes else []
+        )
+
+    # --- questions --------------------------------------------------------------------------
+    def _ps_rows(self) -> list[dict[str, Any]]:
+        client = self.client(every_profile=True)
+        try:
+            output = run(
+                [*client.client_config.docker_compose_cmd, "ps", "--all", "--format", "json"]
+            )
+        except DockerException as exc:
+            raise DockerUnavailable(f"docker compose ps failed: {_first_line(exc)}") from None
+        return parse_ps(str(output))
+
+    def status(self) -> list[ServiceState]:
+        """One row per container (replicas as api-1, api-2 …), from one `ps` and one `inspect`."""
+        rows = self._ps_rows()
+        restarts: dict[str, int] = {}
+        started: dict[str, float] = {}
+        if rows:
+            now = datetime.now(UTC)
+            for container in DockerClient().container.inspect([r["Name"] for r in rows]):
+                restarts[container.name] = container.restart_count or 0
+                if container.state.started_at:
+                    started[container.name] = (now - container.state.started_at).total_seconds()
+        endpoints = self.endpoints()
+        urls = {
+            "api": endpoints.api_url,
+            "redis": endpoints.redis_url,
+            "proxy": endpoints.proxy_url,
+        }
+        per_service = Counter(str(r["Service"]) for r in rows)
+
+        def label(row: dict[str, Any]) -> str:
+            service = str(row["Service"])
+            if per_service[service] == 1:
+                return service
+            return f"{service}-{str(row['Name']).rsplit('-', 1)[-1]}"
+
+        states = [
+            ServiceState(
+                service=label(r),
+                state=r.get("State", "unknown"),
+                health=r.get("Health") or None,
+                restarts=restarts.get(r["Name"]),
+                uptime_seconds=started.get(r["Name"]) if r.get("State") == "running" else None,
+                url=urls.get(r["Service"]),
+                detail=r.get("Status"),
+            )
+            for r in sorted(rows, key=lambda r: (self._order(r["Service"]), r["Name"]))
+        ]
+        states.extend(
+            ServiceState(service, "missing", url=urls.get(service))
+            for service in self.services
+            if service not in per_service
+        )
+        return states
+
+    @staticmethod
+    def _order(service: str) -> int:
+        return {"redis": 0, "api": 1, "worker": 2, "proxy": 3}.get(service, 9)
+
+    def logs(
+        self, services: list[str], tail: int | None, since: str | None, follow: bool
+    ) -> Iterator[str]:
+        """`compose logs` lines (streamed when following)."""
+        client = self.client(every_profile=True)
+        try:
+            for _source, line in client.compose.logs(
+                services=services or [],
+                tail=str(tail) if tail else None,
+                since=since,
+                follow=follow,
+                stream=True,
+            ):
+                yield line.decode(errors="replace").rstrip("\n")
+        except DockerException as exc:
+            raise DockerUnavailable(f"docker compose logs failed: {_first_line(exc)}") from None
+
+    def health_log(self, service: str) -> str:
+        """The last healthcheck outputs of the service's containers."""
+        lines = []
+        for row in self._ps_rows():
+            if row["Service"] != service:
+                continue
+            container = DockerClient().container.inspect(row["Name"])
+            health = container.state.health
+            for entry in (health.log or [])[-3:] if health else []:
+                lines.append(
+                    f"{row['Name']}: exit {entry.exit_code}: {(entry.output or '').strip()}"
+                )
+        return "\n".join(lines)
+
+    def versions(self) -> dict[str, str]:
+        """Docker client/server and Compose versions."""
+        client = DockerClient()
+        try:
+            version = client.version()
+            return {
+                "docker client": str(version.client.version if version.client else "?"),
+                "docker server": str(version.server.version if version.server else "?"),
+                "docker compose": client.compose.version(),
+            }
+        except DockerException as exc:
+            raise PreflightFailed(_first_line(exc)) from None

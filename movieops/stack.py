@@ -1,0 +1,201 @@
+"""Bringing the stack up and knowing when it is healthy: preflight, start, wait, report."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from movieops.errors import MovieOpsError, PreflightFailed, Unhealthy
+from movieops.output import jsonable
+from movieops.probes import Probe, service_probe
+from movieops.runtime import Check, Endpoints, Runtime, ServiceState, UpOptions
+
+POLL_SECONDS = 0.25
+
+
+@dataclass
+class ServiceProgress:
+    """One service while `up` waits for it."""
+
+    service: str
+    state: str = "waiting"
+    detail: str = ""
+    healthy: bool = False
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class UpResult:
+    """What `up` did."""
+
+    runtime: str
+    already_running: bool
+    seconds: float
+    endpoints: Endpoints
+    services: list[ServiceState]
+    notes: list[str] = field(default_factory=list)
+
+
+def failing(checks: list[Check]) -> list[Check]:
+    """The checks that failed."""
+    return [check for check in checks if not check.ok]
+
+
+def healthy_now(runtime: Runtime, worker_interval: int) -> bool:
+    """Every service running, and every probe passing."""
+    try:
+        states = runtime.status()
+    except MovieOpsError:
+        return False
+    if not states or any(s.state not in {"running", "external"} for s in states):
+        return False
+    if any(s.health not in {None, "healthy"} for s in states):
+        return False
+    endpoints = runtime.endpoints()
+    return all(service_probe(s, endpoints, worker_interval).ok for s in runtime.services)
+
+
+def wait_healthy(
+    runtime: Runtime,
+    budget_seconds: float,
+    worker_interval: int,
+    on_progress: Callable[[list[ServiceProgress]], None],
+) -> list[ServiceProgress]:
+    """Wait until every service is healthy; each has ``budget_seconds`` from the start.
+
+    Healthy means: running, its container healthcheck (if any) passing, and its semantic probe
+    passing. Raises Unhealthy naming the first service that ran out of budget.
+    """
+    started = time.monotonic()
+    progress = {s: ServiceProgress(s) for s in runtime.services}
+    endpoints = runtime.endpoints()
+    while True:
+        by_service: dict[str, list[ServiceState]] = {}
+        for state in runtime.status():
+            base = state.service.split("-")[0]  # replicas show as api-1, api-2 …
+            by_service.setdefault(base, []).append(state)
+        for service, item in progress.items():
+            if item.healthy:
+                continue
+            states = by_service.get(service, [])
+            if not states:
+                item.state, item.detail = "missing", "not created yet"
+                continue
+            not_up = [s for s in states if s.state not in {"running", "external"}]
+            unhealthy = [s for s in states if s.health not in {None, "healthy"}]
+            if not_up:
+                item.state, item.detail = not_up[0].state, not_up[0].detail or ""
+                continue
+            if unhealthy:
+                item.state, item.detail = "starting", f"healthcheck: {unhealthy[0].health}"
+                continue
+            probe: Probe = service_probe(service, endpoints, worker_interval)
+            if probe.ok:
+                item.state, item.detail, item.healthy = "healthy", probe.detail, True
+                item.seconds = round(time.monotonic() - started, 1)
+            else:
+                item.state, item.detail = "starting", probe.detail
+        on_progress(list(progress.values()))
+        if all(item.healthy for item in progress.values()):
+            return list(progress.values())
+        if time.monotonic() - started > budget_seconds:
+            blocked = next(item for item in progress.values() if not item.healthy)
+            raise Unhealthy(
+                f"{blocked.service} did not become healthy within {budget_seconds:g}s "
+                f"(state: {blocked.state}; {blocked.detail})",
+                data={"blocked": blocked.service, "services": list(progress.values())},
+            )
+        time.sleep(POLL_SECONDS)
+
+
+def save_bundle(runtime: Runtime, reports_dir: Path, blocked: str | None) -> Path:
+    """A failure bundle: status, logs, health output and versions, in one directory."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    bundle = reports_dir / f"up-failure-{stamp}"
+    bundle.mkdir(parents=True, exist_ok=True)
+
+    def attempt(name: str, produce: Callable[[], Any]) -> None:
+        try:
+            content = produce()
+        except Exception as exc:  # a bundle must be written even when the runtime is sick
+            content = f"could not collect {name}: {exc}"
+        text = content if isinstance(content, str) else json.dumps(jsonable(content), indent=2)
+        (bundle / name).write_text(text)
+
+    attempt("status.json", runtime.status)
+    attempt("logs.txt", lambda: "\n".join(runtime.logs([], 200, None, False)))
+    attempt(
+        "health.txt",
+        lambda: "\n\n".join(f"## {s}\n{runtime.health_log(s)}" for s in runtime.services),
+    )
+    attempt("versions.json", runtime.versions)
+    attempt("summary.json", lambda: {"runtime": runtime.name, "blocked": blocked, "at": stamp})
+    return bundle
+
+
+def bring_up(
+    runtime: Runtime,
+    options: UpOptions,
+    *,
+    budget_seconds: float,
+    worker_interval: int,
+    reports_dir: Path,
+    on_progress: Callable[[list[ServiceProgress]], None],
+    on_output: Callable[[str], None],
+) -> UpResult:
+    """Preflight, start, wait until healthy; on failure save a bundle and say where."""
+    started = time.monotonic()
+    checks = runtime.preflight(options)
+    notes = [f"{c.name}: {c.detail}" for c in checks if c.ok and "stale" in c.detail]
+    bad = failing(checks)
+    if bad:
+        first = bad[0]
+        raise PreflightFailed(
+            first.detail + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
+            hint=first.fix,
+            data={"checks": checks},
+        )
+    if not options.build and healthy_now(runtime, worker_interval):
+        return UpResult(
+            runtime.name,
+            True,
+            round(time.monotonic() - started, 2),
+            runtime.endpoints(),
+            runtime.status(),
+            notes,
+        )
+    runtime.start(options, on_output)
+    try:
+        wait_healthy(runtime, budget_seconds, worker_interval, on_progress)
+    except Unhealthy as exc:
+        blocked = exc.data.get("blocked") if isinstance(exc.data, dict) else None
+        bundle = save_bundle(runtime, reports_dir, blocked)
+        last_logs: list[str] = []
+        if blocked:
+            with contextlib.suppress(MovieOpsError):
+                last_logs = list(runtime.logs([blocked], 15, None, False))
+        health = runtime.health_log(blocked) if blocked else ""
+        raise Unhealthy(
+            exc.message,
+            hint=f"failure bundle saved in {bundle}; `movieops logs {blocked or ''}` shows more",
+            data={
+                **(exc.data if isinstance(exc.data, dict) else {}),
+                "bundle": str(bundle),
+                "health_output": health,
+                "last_log_lines": last_logs,
+            },
+        ) from None
+    return UpResult(
+        runtime.name,
+        False,
+        round(time.monotonic() - started, 2),
+        runtime.endpoints(),
+        runtime.status(),
+        notes,
+    )
