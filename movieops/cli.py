@@ -35,12 +35,19 @@ from movieops.output import dumps, envelope
 from movieops.probes import redis_client, run_probes
 from movieops.runtime import Endpoints, Runtime, ServiceState, UpOptions
 from movieops.runtime.compose import ComposeRuntime, docker_problem
-from movieops.runtime.local import LocalRuntime
+from movieops.runtime.local import LocalRuntime, parse_since
 from movieops.settings import CliSettings, load_cli_settings, load_stack_settings
 from movieops.stack import ServiceProgress, bring_up, failing
 
 T = TypeVar("T")
 RUNTIME_FILE = "runtime"
+
+
+class _Shown:
+    """Returned by an operation that already printed its output (watch loops, streams)."""
+
+
+SHOWN = _Shown()
 
 cli = typer.Typer(
     name="movieops",
@@ -178,6 +185,8 @@ def _run(
     app = _app(ctx)
     try:
         result = operation(app)
+    except typer.Exit:
+        raise
     except MovieOpsError as exc:
         _fail(app, command, exc)
     except KeyboardInterrupt:
@@ -194,6 +203,8 @@ def _run(
                 hint="re-run with MOVIEOPS_DEBUG=1 for the traceback, and report it",
             ),
         )
+    if isinstance(result, _Shown):
+        return result
     if app.json:
         print(dumps(envelope(command, result)))
     elif show is not None:
@@ -294,12 +305,8 @@ def up(
 
     def operation(app: App) -> Any:
         runtime = app.runtime()
-        if runtime.name == "compose":
-            token = contract.ensure_token(app.state_dir)
-            runtime.token = token  # type: ignore[attr-defined]
-        else:
-            token = contract.ensure_token(app.state_dir)
-            os.environ.setdefault("MOVIE_RATE_LIMIT_EXEMPT_TOKENS", token)
+        # The contract run's rate-limit exemption secret, handed to the API at start.
+        runtime.token = contract.ensure_token(app.state_dir)
         options = UpOptions(build=build, proxy=proxy, replicas=replicas)
         live = _progress_display(app)
         with _github_group("movieops up"), live as update:
@@ -467,6 +474,7 @@ def logs(
     def operation(app: App) -> Any:
         if follow and app.json:
             raise UsageError("--follow cannot be combined with --json")
+        parse_since(since)  # a bad value is a usage error, whatever the runtime
         runtime = app.runtime()
         unknown = [s for s in services or [] if s not in runtime.services]
         if unknown:
@@ -479,7 +487,7 @@ def logs(
             return {"lines": list(lines)}
         for line in lines:
             print(line, flush=follow)
-        return None
+        return SHOWN
 
     _run(ctx, "logs", operation)
 
@@ -548,7 +556,7 @@ def rate_limits(
                     live.update(render.counters_table(read()))
                     snapshots += 1
                     time.sleep(interval)
-            return None
+            return SHOWN
         last: list[ratelimits.Counter] = []
         while count is None or snapshots < count:
             last = read()
@@ -559,7 +567,7 @@ def rate_limits(
             snapshots += 1
             if count is None or snapshots < count:
                 time.sleep(interval)
-        raise typer.Exit(0)
+        return SHOWN
 
     def show(app: App, result: Any) -> None:
         if isinstance(result, dict):
@@ -683,6 +691,7 @@ def contract_command(
                 report_dir=report_dir or app.state_dir / "reports" / "contract",
                 schema_timeout=schema_timeout,
                 seed=seed,
+                on_output=app.say,
             )
 
     def show(app: App, result: contract.ContractResult) -> None:

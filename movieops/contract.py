@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,10 @@ class ContractResult:
     exempt: bool
     command: list[str]
     seconds: float
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def ensure_token(state_dir: Path) -> str:
@@ -117,6 +122,7 @@ def run_contract(
     report_dir: Path,
     schema_timeout: float = 60,
     seed: int | None = None,
+    on_output: Callable[[str], None] | None = None,
 ) -> ContractResult:
     """Run Schemathesis; its own output goes to stderr. Raise ContractFailed on failures."""
     binary = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -140,7 +146,13 @@ def run_contract(
     )
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "movieops.contract_hooks"}
     started = time.monotonic()
-    completed = subprocess.run(command, env=env, stdout=sys.stderr, check=False)  # noqa: S603
+    with subprocess.Popen(  # noqa: S603 - our own venv's schemathesis
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            (on_output or _to_stderr)(line.rstrip("\n"))
+    completed = process
     junit = next(iter(sorted(report_dir.glob("*.xml"))), None)
     shown = [
         part if token is None or token not in part else "X-RateLimit-Exempt: ***"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -124,12 +123,21 @@ class ComposeRuntime:
         if self.mode.replicas > 1:
             files.append(self.project_dir / REPLICAS_FILE)
         profiles = ["*"] if every_profile else (["proxy"] if self.mode.proxy else [])
-        os.environ.update(compose_env(self.api_port, self.proxy_port, self.redis_port, self.token))
+        # Ports and the exemption secret reach Compose's interpolation through an env file
+        # (after the project's own .env, so they win) instead of this process's environment.
+        env_file = self.state_dir / "compose.env"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        values = compose_env(self.api_port, self.proxy_port, self.redis_port, self.token)
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        env_files: list[str | Path] = [env_file]
+        if (self.project_dir / ".env").exists():
+            env_files.insert(0, self.project_dir / ".env")
         return DockerClient(
             compose_files=files,
             compose_project_name=self.project_name,
             compose_project_directory=self.project_dir,
             compose_profiles=profiles,
+            compose_env_files=env_files,
         )
 
     def endpoints(self) -> Endpoints:

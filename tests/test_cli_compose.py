@@ -1,0 +1,120 @@
+"""movieops on the compose runtime, on a real Docker engine (marker docker; runs in CI)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.clihelp import Cli
+from tests.support import free_port
+from tests.test_compose import ROOT, _engine_problem
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    """movieops --runtime compose for a throw-away project on its own ports and subnet."""
+    problem = _engine_problem()
+    if problem:
+        pytest.skip(f"needs Docker with Compose: {problem}")
+    state = tmp_path_factory.mktemp("compose-state")
+    env = {
+        "MOVIEOPS_COMPOSE_PROJECT": f"movieops-cli-{uuid.uuid4().hex[:6]}",
+        "MOVIEOPS_STATE_DIR": str(state),
+        "MOVIEOPS_API_PORT": str(free_port()),
+        "MOVIEOPS_PROXY_PORT": str(free_port()),
+        "MOVIEOPS_REDIS_PORT": str(free_port()),
+        "MOVIE_NETWORK_SUBNET": "172.30.59.0/24",
+        "MOVIE_PROXY_ADDRESS": "172.30.59.10",
+    }
+    run = Cli(ROOT, env, runtime="compose")
+    yield run
+    run("down", "--volumes", "--yes")
+
+
+def test_up_cold_then_warm(compose: Cli) -> None:
+    """Cold: builds, starts and waits until healthy; warm: a quick no-op."""
+    cold = compose.json("up")["data"]
+    assert cold["already_running"] is False
+    assert cold["runtime"] == "compose"
+    api = cold["endpoints"]["api_url"]
+    assert httpx.get(f"{api}/ready").status_code == 200
+    started = time.monotonic()
+    warm = compose.json("up")["data"]
+    assert warm["already_running"] is True
+    assert time.monotonic() - started < 15
+
+
+def test_status_and_health_on_containers(compose: Cli) -> None:
+    """Every container running and healthy; every probe passing."""
+    services = {s["service"]: s for s in compose.json("status")["data"]}
+    assert set(services) == {"redis", "api", "worker"}
+    assert all(s["state"] == "running" and s["health"] == "healthy" for s in services.values())
+    assert all(p["ok"] for p in compose.json("health")["data"])
+
+
+def test_rate_limits_after_traffic(compose: Cli) -> None:
+    """Requests through the published port show up as one client's counter."""
+    api = f"http://127.0.0.1:{compose.env['MOVIEOPS_API_PORT']}"
+    for _ in range(4):
+        httpx.get(f"{api}/movies/5")
+    (row,) = compose.json("rate-limits", "--path", "/movies/5")["data"]
+    assert (row["count"], row["limit"], row["remaining"]) == (4, 20, 16)
+
+
+def test_refresh_waits_for_the_worker_container(compose: Cli) -> None:
+    """refresh --user 42 --wait: queued through Redis, run by the worker container."""
+    data = compose.json("refresh", "--user", "42", "--wait", "--timeout", "60")["data"]
+    assert data["job"]["state"] == "complete"
+
+
+def test_contract_against_the_containers(compose: Cli) -> None:
+    """Schemathesis passes against the compose stack, exempt from its 20/minute limit."""
+    data = compose.json("contract", "--max-examples", "5", "--workers", "1")["data"]
+    assert data["exempt"] is True
+    assert Path(data["junit"]).is_file()
+
+
+def test_logs_of_a_service(compose: Cli) -> None:
+    """Compose logs of one service, tailed."""
+    lines = compose.json("logs", "worker", "--tail", "5")["data"]["lines"]
+    assert 1 <= len(lines) <= 5
+
+
+def test_a_failing_service_is_reported_with_its_bundle(compose: Cli) -> None:
+    """A stack whose processes cannot start: `up` names the service, exits 5, saves a bundle."""
+    broken = Cli(
+        ROOT,
+        {
+            **compose.env,
+            "MOVIEOPS_COMPOSE_PROJECT": f"{compose.env['MOVIEOPS_COMPOSE_PROJECT']}-broken",
+            "MOVIEOPS_API_PORT": str(free_port()),
+            "MOVIEOPS_REDIS_PORT": str(free_port()),
+            "MOVIE_NETWORK_SUBNET": "172.30.60.0/24",
+            # Becomes the containers' MOVIE_TRUSTED_PROXIES: not an address, so the api and
+            # the worker refuse to start (the proxy, which would use it, is not started).
+            "MOVIE_PROXY_ADDRESS": "999.1.1.1",
+        },
+        runtime="compose",
+    )
+    try:
+        document = broken.json("up", "--timeout", "20", code=5)
+    finally:
+        broken("down", "--volumes", "--yes")
+    assert document["data"]["blocked"] == "api"
+    bundle = Path(document["data"]["bundle"])
+    assert (bundle / "logs.txt").is_file()
+    assert "MOVIE_TRUSTED_PROXIES" in (bundle / "logs.txt").read_text()
+
+
+def test_down_volumes_removes_everything(compose: Cli) -> None:
+    """down -v --yes: containers and volumes gone; status shows the services missing."""
+    done = compose.json("down", "--volumes", "--yes")["data"]["done"]
+    assert "deleted the database and Redis volumes" in done
+    assert {s["state"] for s in compose.json("status")["data"]} == {"missing"}

@@ -1,0 +1,141 @@
+"""Pure parts of the CLI, without Docker or processes: argv and config building, parsing,
+output shaping, the envelope and its schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from app.jobs import JobState, JobView
+from movieops.contract import build_command, ensure_token, read_token
+from movieops.contract_hooks import fresh_idempotency_keys
+from movieops.errors import ExitCode, JobTimeout, MovieOpsError, UsageError
+from movieops.output import envelope, jsonable
+from movieops.runtime.compose import compose_env, parse_ps
+from movieops.runtime.local import LocalLayout, parse_since, supervisord_config
+from tests.clihelp import SCHEMA
+
+
+def test_exit_codes_are_distinct_and_documented() -> None:
+    """Each failure class has its own code."""
+    assert len({code.value for code in ExitCode}) == len(ExitCode)
+    assert ExitCode.DOCKER_UNAVAILABLE.value == 3
+    assert ExitCode.JOB_TIMEOUT.value == 8
+
+
+def test_envelope_matches_the_published_schema_for_success_and_error() -> None:
+    """ok ⇔ error is null; error has code, message, hint; data is plain JSON."""
+    job = JobView("refresh:1", JobState.COMPLETE, finished_at=datetime(2026, 1, 1, tzinfo=UTC))
+    ok = envelope("jobs show", job)
+    jsonschema.validate(ok, SCHEMA)
+    assert ok["data"]["state"] == "complete"
+    assert ok["data"]["finished_at"] == "2026-01-01T00:00:00+00:00"
+    error = envelope("refresh", error=JobTimeout("too slow", hint="check the worker", data=job))
+    jsonschema.validate(error, SCHEMA)
+    assert error["ok"] is False
+    assert error["error"] == {
+        "code": "job_timeout",
+        "message": "too slow",
+        "hint": "check the worker",
+    }
+    assert error["data"]["job_id"] == "refresh:1"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**ok, "ok": False}, SCHEMA)
+
+
+def test_jsonable_handles_paths_sets_and_nested_dataclasses() -> None:
+    """Everything an operation returns becomes plain JSON."""
+    assert jsonable({"p": Path("/x"), "s": (1, 2), "e": ExitCode.OK}) == {
+        "p": "/x",
+        "s": [1, 2],
+        "e": 0,
+    }
+    assert MovieOpsError("m").code == "error"
+
+
+def test_schemathesis_command_line_is_built_from_options(tmp_path: Path) -> None:
+    """All four phases, the checks, JUnit report, the exemption header and a seed."""
+    command = build_command(
+        "st", "http://x/openapi.json", checks="all", max_examples=9, workers=3,
+        report_dir=tmp_path, token="secret-token-123456", seed=7,
+    )  # fmt: skip
+    assert command[:3] == ["st", "run", "http://x/openapi.json"]
+    assert command[command.index("--phases") + 1] == "examples,coverage,fuzzing,stateful"
+    assert command[command.index("--checks") + 1] == "all"
+    assert command[command.index("--report") + 1] == "junit"
+    assert "X-RateLimit-Exempt: secret-token-123456" in command
+    assert command[-2:] == ["--seed", "7"]
+    assert "--header" not in build_command(
+        "st", "u", checks="all", max_examples=1, workers=1, report_dir=tmp_path, token=None,
+        seed=None,
+    )  # fmt: skip
+
+
+def test_exemption_token_is_created_once_and_private(tmp_path: Path) -> None:
+    """The secret persists across calls, is long enough for the API, and is mode 0600."""
+    assert read_token(tmp_path) is None
+    token = ensure_token(tmp_path)
+    assert ensure_token(tmp_path) == token == read_token(tmp_path)
+    assert len(token) >= 16
+    assert (tmp_path / "contract.token").stat().st_mode & 0o777 == 0o600
+
+
+def test_contract_hook_renews_only_valid_idempotency_keys() -> None:
+    """Valid keys get unique values; invalid ones stay for the negative tests."""
+    headers = {"Idempotency-Key": "abc", "Other": "x"}
+    fresh_idempotency_keys(headers)
+    assert headers["Idempotency-Key"].startswith("contract-")
+    assert headers["Other"] == "x"
+    bad = {"Idempotency-Key": "has space"}
+    fresh_idempotency_keys(bad)
+    assert bad == {"Idempotency-Key": "has space"}
+    fresh_idempotency_keys(None)
+
+
+def test_supervisord_config_runs_three_programs_bound_to_loopback(tmp_path: Path) -> None:
+    """valkey (loopback, AOF), api and worker, each restarted, logged, with the environment."""
+    text = supervisord_config(
+        LocalLayout(tmp_path), tmp_path, "/py", 6390, {"MOVIE_REDIS_URL": "redis://x/0", "P": "50%"}
+    )
+    for program in ("valkey", "api", "worker"):
+        assert f"[program:{program}]" in text
+    assert "--bind 127.0.0.1" in text
+    assert "--appendonly yes" in text
+    assert "command=/py -m app.worker" in text
+    assert 'P="50%%"' in text  # supervisord's own % expansion is escaped
+    assert "autorestart=true" in text
+    no_redis = supervisord_config(LocalLayout(tmp_path), tmp_path, "/py", None, {})
+    assert "[program:valkey]" not in no_redis
+
+
+def test_compose_ps_output_in_both_formats_and_env() -> None:
+    """JSON array (newer Compose) and JSON lines (older) both parse."""
+    assert parse_ps('[{"Service": "api"}]') == [{"Service": "api"}]
+    assert parse_ps('{"Service": "api"}\n{"Service": "redis"}\n') == [
+        {"Service": "api"},
+        {"Service": "redis"},
+    ]
+    assert parse_ps("") == []
+    env = compose_env(1, 2, 3, "tok")
+    assert env == {
+        "MOVIE_API_PORT": "1",
+        "MOVIE_PROXY_PORT": "2",
+        "MOVIE_REDIS_PORT": "3",
+        "MOVIE_RATE_LIMIT_EXEMPT_TOKENS": "tok",
+    }
+    assert "MOVIE_RATE_LIMIT_EXEMPT_TOKENS" not in compose_env(1, 2, 3, None)
+
+
+def test_since_accepts_durations_and_timestamps() -> None:
+    """10m, 2h, 30s ago, or an ISO time; nothing means no cut-off."""
+    now = datetime.now()
+    ten_minutes = parse_since("10m")
+    assert ten_minutes is not None
+    assert 590 < (now - ten_minutes).total_seconds() < 610
+    assert parse_since("2026-01-01T00:00:00") == datetime(2026, 1, 1)
+    assert parse_since(None) is None
+    with pytest.raises(UsageError, match="--since"):
+        parse_since("yesterday")
