@@ -19,10 +19,31 @@ from tests.support import ValkeyProcess
 CLIENT_IP = "203.0.113.7"
 
 
+class ExternalRedis(ValkeyProcess):
+    """A Redis the test run did not start (CI's service container); never started or stopped."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(port=0)
+        self._url = url
+
+    @property
+    def url(self) -> str:
+        """The given URL."""
+        return self._url
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Nothing to start."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+
 @pytest.fixture(scope="session")
 def valkey() -> Iterator[ValkeyProcess]:
-    """One real valkey-server for the whole session."""
-    server = ValkeyProcess()
+    """One real Redis-protocol server for the whole session: the embedded valkey-server, or
+    the one MOVIEOPS_TEST_REDIS_URL names (it is flushed before every test that uses it)."""
+    external = os.environ.get("MOVIEOPS_TEST_REDIS_URL")
+    server = ExternalRedis(external) if external else ValkeyProcess()
     server.start()
     yield server
     server.stop()

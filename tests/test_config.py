@@ -73,7 +73,7 @@ def test_processes_refuse_to_start_on_invalid_settings(module: str) -> None:
 
 
 def test_env_example_lists_every_setting_with_its_default() -> None:
-    """``.env.example`` stays in sync (``python scripts/gen_env_example.py``): every field, and
+    """``.env.example`` stays in sync (``python scripts/sync_docs.py``): every field, and
     loading it changes nothing."""
     example = Path(__file__).resolve().parent.parent / ".env.example"
     names = {
