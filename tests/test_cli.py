@@ -286,3 +286,53 @@ def test_version_and_help() -> None:
     assert runner.runner.invoke(
         __import__("movieops.cli").cli.cli, ["--version"]
     ).stdout.strip() == (f"movieops {__version__}")
+
+
+def test_human_output_is_tables_and_sentences(local: Cli, api: str) -> None:
+    """Without --json: tables on stdout with the key facts, messages on stderr."""
+    httpx.get(f"{api}/movies/9")
+    health = local("health")
+    assert health.exit_code == 0
+    assert "heartbeat" in health.stdout
+    limits = local("rate-limits", "--path", "/movies/9")
+    assert "/movies/9" in limits.stdout
+    assert "20" in limits.stdout
+    refresh = local("refresh", "--user", "5", "--wait")
+    assert refresh.exit_code == 0
+    assert "complete" in refresh.stdout
+    assert "refresh:5" in local("jobs", "ls").stdout
+    shown = local("jobs", "show", "refresh:5").stdout
+    assert "refresh_recommendations" in shown
+    assert "tries" in shown
+    doctor = local("doctor")
+    assert doctor.exit_code == 0
+    assert "valkey-server" in doctor.stdout
+    reset = local("rate-limits", "--reset", "--client", "192.0.2.1")
+    assert "deleted 0 counter(s) of 192.0.2.1" in reset.stdout
+    attached = local.json("--api-url", api, "--redis-url", local.env["MOVIE_REDIS_URL"], "status")
+    assert {row["service"]: row["state"] for row in attached["data"]} == {
+        "api": "running",
+        "redis": "running",
+        "worker": "running",
+    }
+    assert "attached stack" in local("--api-url", api, "status").stdout
+    contract = local("contract", "--max-examples", "2", "--workers", "1")
+    assert contract.exit_code == 0
+    assert "contract holds" in contract.stdout
+
+
+def test_errors_are_one_line_with_a_hint_in_human_mode(tmp_path: Path) -> None:
+    """A failure prints `error: …` and `hint: …` on stderr, nothing on stdout."""
+    run = Cli(tmp_path, {"MOVIE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    result = run("rate-limits")
+    assert result.exit_code == 9
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: cannot reach Redis")
+    assert "hint:" in result.stderr or "Connection refused" in result.stderr
+    assert run("logs", "--since", "yesterday").exit_code == 2
+    assert run("--api-url", "http://127.0.0.1:1", "down").exit_code == 2
+    waited = run(
+        "--api-url", f"http://127.0.0.1:{free_port()}", "health", "--wait", "--timeout", "0.5"
+    )
+    assert waited.exit_code == 5
+    assert "probe(s) failing" in waited.stderr
