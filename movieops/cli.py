@@ -669,6 +669,9 @@ def contract_command(
     schema_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds to wait for the schema.")
     ] = 60,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Stop the run (exit 6) after this many seconds.")
+    ] = 900,
 ) -> None:
     """Run Schemathesis against the live API: every check, all four phases, JUnit report.
 
@@ -692,6 +695,7 @@ def contract_command(
                 schema_timeout=schema_timeout,
                 seed=seed,
                 on_output=app.say,
+                timeout=timeout,
             )
 
     def show(app: App, result: contract.ContractResult) -> None:

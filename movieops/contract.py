@@ -13,6 +13,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import httpx
 from movieops.errors import ContractFailed, NotRunning, PreflightFailed
 
 TOKEN_FILE = "contract.token"  # noqa: S105 - a file name, not a secret
+CONFIG_FILE = Path(__file__).with_name("schemathesis.toml")
 PHASES = "examples,coverage,fuzzing,stateful"
 
 
@@ -95,6 +97,7 @@ def build_command(
     """The Schemathesis command line (pure)."""
     command = [
         schemathesis,
+        "--config-file", str(CONFIG_FILE),
         "run",
         schema_url,
         "--checks", checks,
@@ -123,6 +126,7 @@ def run_contract(
     schema_timeout: float = 60,
     seed: int | None = None,
     on_output: Callable[[str], None] | None = None,
+    timeout: float = 900,
 ) -> ContractResult:
     """Run Schemathesis; its own output goes to stderr. Raise ContractFailed on failures."""
     binary = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -149,9 +153,20 @@ def run_contract(
     with subprocess.Popen(  # noqa: S603 - our own venv's schemathesis
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            (on_output or _to_stderr)(line.rstrip("\n"))
+        # A watchdog, so a run that hangs ends with a clear error instead of blocking CI.
+        watchdog = threading.Timer(timeout, process.kill)
+        watchdog.start()
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                (on_output or _to_stderr)(line.rstrip("\n"))
+        finally:
+            watchdog.cancel()
+    if process.returncode < 0 and time.monotonic() - started >= timeout:
+        raise ContractFailed(
+            f"Schemathesis did not finish within {timeout:g}s and was stopped",
+            hint="raise --timeout, or lower --max-examples; its output above shows where it was",
+        )
     completed = process
     junit = next(iter(sorted(report_dir.glob("*.xml"))), None)
     shown = [

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 from python_on_whales import DockerClient
-from python_on_whales.exceptions import DockerException
 
+from movieops.runtime.compose import docker_problem
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,14 +28,7 @@ IDEMPOTENT_POST = {"title": "Compose Test", "year": 2001, "genres": ["Drama"]}
 
 
 def _engine_problem() -> str | None:
-    try:
-        client = DockerClient()
-        client.info()
-        if not client.compose.is_installed():
-            return "the Docker Compose plugin is not installed"
-    except DockerException as exc:
-        return f"no Docker engine answers ({str(exc).strip().splitlines()[0][:120]})"
-    return None
+    return docker_problem()
 
 
 @dataclass

@@ -16,7 +16,7 @@ from python_on_whales.utils import run
 
 from movieops.errors import DockerUnavailable, PreflightFailed, Unhealthy
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
-from movieops.runtime.local import holder_of
+from movieops.runtime.local import holder_of, port_check
 
 COMPOSE_FILE = "compose.yaml"
 REPLICAS_FILE = "compose.replicas.yaml"
@@ -181,17 +181,7 @@ class ComposeRuntime:
             ports.append(("proxy", self.proxy_port, "MOVIEOPS_PROXY_PORT"))
         for service, port, variable in ports:
             holder = None if port in ours else holder_of(port)
-            if holder is None:
-                checks.append(Check(f"port {port}", True, f"free for {service}"))
-            else:
-                checks.append(
-                    Check(
-                        f"port {port}",
-                        False,
-                        f"port {port} ({service}) is held by {holder}",
-                        f"stop it, or set {variable} to another port",
-                    )
-                )
+            checks.append(port_check(service, port, variable, holder))
         return checks
 
     def _published_by_us(self) -> set[int]:

@@ -115,6 +115,18 @@ def holder_of(port: int) -> str | None:
     return None
 
 
+def port_check(service: str, port: int, variable: str, holder: str | None) -> Check:
+    """The preflight check of one port: free, or held by someone (named) with the fix."""
+    if holder is None:
+        return Check(f"port {port}", True, f"free for {service}")
+    return Check(
+        f"port {port}",
+        False,
+        f"port {port} ({service}) is held by {holder}",
+        f"stop it, or set {variable} to use another port",
+    )
+
+
 def _quote(value: str) -> str:
     # supervisord expands %(...)s, and environment values are comma-separated.
     return '"' + value.replace("%", "%%").replace('"', '\\"') + '"'
@@ -257,18 +269,7 @@ class LocalRuntime:
         if self.embedded_redis_port is not None:
             wanted.append(("redis", self.embedded_redis_port, "MOVIE_REDIS_URL"))
         for service, port, variable in wanted:
-            holder = None if running else holder_of(port)
-            if holder is None:
-                checks.append(Check(f"port {port}", True, f"free for {service}"))
-            else:
-                checks.append(
-                    Check(
-                        f"port {port}",
-                        False,
-                        f"port {port} ({service}) is held by {holder}",
-                        f"stop it, or set {variable} to use another port",
-                    )
-                )
+            checks.append(port_check(service, port, variable, None if running else holder_of(port)))
         try:
             binary = get_binary_path()
             checks.append(Check("valkey-server", True, str(binary)))
