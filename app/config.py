@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -151,6 +152,15 @@ class Settings(BaseSettings):
     def forwarded_allow_ips(self) -> str:
         """The trusted proxies in the form uvicorn's ProxyHeadersMiddleware takes."""
         return ",".join(self.trusted_proxies)
+
+
+def load_settings_or_exit() -> Settings:
+    """For process entry points: settings, or one line on stderr and exit status 2."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def load_settings(**overrides: object) -> Settings:

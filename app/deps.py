@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from arq.connections import ArqRedis
+from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.cache import ResponseCache
 from app.config import Settings
-from app.redisguard import RedisGuard
+from app.redisguard import RedisGuard, RedisUnavailable
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -37,6 +40,18 @@ async def get_session(
     """A database session for one request."""
     async with services.sessions() as session:
         yield session
+
+
+async def call_queue(services: Services, operation: Callable[[ArqRedis], Awaitable[T]]) -> T:
+    """Run a job-queue operation; 503 + Retry-After when Redis is unavailable."""
+    try:
+        return await services.guard.call(operation)
+    except RedisUnavailable:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "The job queue (Redis) is unavailable; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

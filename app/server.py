@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import uvicorn
 
-from app.config import Settings, SettingsError, load_settings
+from app.config import Settings, load_settings_or_exit
 from app.logs import configure_logging
 from app.main import create_app
 
@@ -28,10 +26,5 @@ def serve(settings: Settings) -> None:
 
 def main() -> int:
     """Entry point: read settings once, refuse to start on invalid ones."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    serve(settings)
+    serve(load_settings_or_exit())
     return 0

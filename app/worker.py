@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +22,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 
-from app.config import Settings, SettingsError, load_settings
+from app.config import Settings, load_settings, load_settings_or_exit
 from app.constants import (
     CRON_LAST_RUN_KEY,
     HEALTH_CHECK_KEY,
@@ -177,11 +176,7 @@ def serve(settings: Settings) -> None:
 
 def main() -> int:
     """Entry point: settings once, then serve."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings_or_exit()
     configure_logging(settings.log_level)
     serve(settings)
     return 0

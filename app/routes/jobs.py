@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, Path, status
 from fastapi.responses import JSONResponse
 
 from app.constants import JOB_ID_PATTERN
-from app.deps import ServicesDep
+from app.deps import ServicesDep, call_queue
 from app.jobs import JobState, describe_job
 from app.models import JobInfo, JobNotFound
-from app.redisguard import RedisUnavailable
 from app.responses import errors, success
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -33,14 +32,7 @@ JobId = Annotated[
 )
 async def read_job(job_id: JobId, services: ServicesDep) -> JobInfo | JSONResponse:
     """A job's state (queued, deferred, in_progress, complete, failed), tries, times and outcome."""
-    try:
-        view = await services.guard.call(lambda redis: describe_job(redis, job_id))
-    except RedisUnavailable:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "The job queue (Redis) is unavailable; retry shortly",
-            headers={"Retry-After": "1"},
-        ) from None
+    view = await call_queue(services, lambda redis: describe_job(redis, job_id))
     if view.state is JobState.NOT_FOUND:
         body = JobNotFound(
             detail=f"No job {job_id}: never queued, or its result expired",

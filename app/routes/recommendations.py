@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from app import repository
 from app.constants import MAX_DB_ID, refresh_job_id
-from app.deps import ServicesDep, SessionDep
+from app.deps import ServicesDep, SessionDep, call_queue
 from app.jobs import job_pending, trigger_refresh
 from app.models import Recommendations, RefreshAccepted
 from app.redisguard import RedisUnavailable
@@ -84,14 +84,7 @@ async def refresh_recommendations(
     idempotency_key: IdempotencyKey = None,
 ) -> RefreshAccepted:
     """Queue a refresh now, unless one is already queued or running (then say so)."""
-    try:
-        state = await services.guard.call(lambda redis: trigger_refresh(redis, user_id))
-    except RedisUnavailable:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "The job queue (Redis) is unavailable; retry shortly",
-            headers={"Retry-After": "1"},
-        ) from None
+    state = await call_queue(services, lambda redis: trigger_refresh(redis, user_id))
     job_id = refresh_job_id(user_id)
     location = f"/jobs/{job_id}"
     response.headers["Location"] = location
