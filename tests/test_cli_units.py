@@ -141,3 +141,32 @@ def test_since_accepts_durations_and_timestamps() -> None:
     assert parse_since(None) is None
     with pytest.raises(UsageError, match="--since"):
         parse_since("yesterday")
+
+
+def test_stale_supervisord_state_is_detected_and_cleaned(tmp_path: Path) -> None:
+    """A pid file of a dead supervisord (and its socket) is reported by preflight and removed."""
+    from app.config import Settings
+    from movieops.runtime import UpOptions
+    from movieops.runtime.local import LocalRuntime
+    from tests.support import free_port
+
+    state = tmp_path / ".movieops"
+    state.mkdir()
+    (state / "supervisord.pid").write_text("999999\n")  # no such process
+    (state / "supervisor.sock").write_text("")
+    settings = Settings(
+        _env_file=None, port=free_port(), redis_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    runtime = LocalRuntime(settings, state, tmp_path)
+    assert runtime.supervisord_pid() is None
+    checks = {c.name: c for c in runtime.preflight(UpOptions())}
+    assert checks["state"].ok
+    assert "stale supervisord.pid, supervisor.sock" in checks["state"].detail
+    assert sorted(runtime.clear_stale_state()) == [
+        "removed stale supervisor.sock",
+        "removed stale supervisord.pid",
+    ]
+    assert not (state / "supervisord.pid").exists()
+    proxy = {c.name: c for c in runtime.preflight(UpOptions(proxy=True))}["proxy"]
+    assert not proxy.ok
+    assert "--runtime compose" in (proxy.fix or "")
