@@ -43,15 +43,6 @@ def pin_to(cpu: int | None) -> Callable[[], None] | None:
     return pin
 
 
-def pin_running(pid: int, cpu: int) -> None:
-    """Pin every thread of a running process to ``cpu`` (new threads inherit it)."""
-    if not can_pin():
-        return
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.sched_setaffinity(int(task.name), {cpu})
-
-
 def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     """This environment without any MOVIE_*/MOVIEOPS_* setting, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MOVIE_", "MOVIEOPS_"))}

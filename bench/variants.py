@@ -79,7 +79,7 @@ def bench_settings() -> Settings:
         seed_demo_data=False,
         ready_requires_worker=False,
         log_level="WARNING",
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 
@@ -95,6 +95,11 @@ class NoCache:
         """Nothing is cached, so there is nothing to invalidate."""
 
 
+def _is_class(candidate: object, cls: type) -> bool:
+    """Identity check (``Middleware.cls`` is typed as a factory, not as a class)."""
+    return candidate is cls
+
+
 def _product(*, rate_limiter: bool, cache: bool) -> FastAPI:
     """``create_app`` with the product's rate limiter and/or response cache switched off."""
     app = create_app(bench_settings())
@@ -102,7 +107,9 @@ def _product(*, rate_limiter: bool, cache: bool) -> FastAPI:
         app.state.services.cache = NoCache()
     if not rate_limiter:
         # The middleware stack is built on the first request, so it can still be edited here.
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not RateLimitMiddleware]
+        app.user_middleware = [
+            m for m in app.user_middleware if not _is_class(m.cls, RateLimitMiddleware)
+        ]
     return app
 
 
@@ -126,7 +133,9 @@ def _override_list_route(
     original = next(
         route
         for route in movies.router.routes
-        if isinstance(route, APIRoute) and route.path == "/movies" and "GET" in route.methods
+        if isinstance(route, APIRoute)
+        and route.path == "/movies"
+        and "GET" in (route.methods or ())
     )
     app.router.add_api_route(
         original.path,
