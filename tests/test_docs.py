@@ -103,6 +103,8 @@ def test_every_command_exists_and_parses(document: str, command: list[str]) -> N
     words = list(command)
     if words[:2] == ["uv", "run"]:
         words = words[2:]
+        while words[0] == "--group":  # a dependency group, e.g. uv run --group bench …
+            words = words[2:]
         if words[0] == "movieops":
             parse_movieops(words[1:])
             return
