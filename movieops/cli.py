@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.live import Live
 
@@ -536,17 +537,11 @@ def rate_limits(
                 return _watch(
                     app, lambda: ratelimits.read_counters(redis, configured, client, path)
                 )
-        except OSError as exc:
-            raise NotRunning(f"cannot reach Redis at {url}: {exc}") from None
-        except Exception as exc:
-            from redis.exceptions import RedisError
-
-            if isinstance(exc, RedisError):
-                raise NotRunning(
-                    f"cannot reach Redis at {url}: {exc}",
-                    hint="start the stack with `movieops up`, or pass --redis-url",
-                ) from None
-            raise
+        except (OSError, RedisError) as exc:
+            raise NotRunning(
+                f"cannot reach Redis at {url}: {exc}",
+                hint="start the stack with `movieops up`, or pass --redis-url",
+            ) from None
 
     def _watch(app: App, read: Callable[[], list[ratelimits.Counter]]) -> Any:
         snapshots = 0

@@ -96,6 +96,7 @@ class ComposeRuntime:
         self.state_dir = state_dir
         self.api_port, self.proxy_port, self.redis_port = ports
         self.token = token
+        self._env_text: str | None = None
         self.mode = self._load_mode()
 
     # --- set-up -----------------------------------------------------------------------------
@@ -126,9 +127,12 @@ class ComposeRuntime:
         # Ports and the exemption secret reach Compose's interpolation through an env file
         # (after the project's own .env, so they win) instead of this process's environment.
         env_file = self.state_dir / "compose.env"
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         values = compose_env(self.api_port, self.proxy_port, self.redis_port, self.token)
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        text = "".join(f"{k}={v}\n" for k, v in values.items())
+        if text != self._env_text:  # client() runs on every status poll: write only changes
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            env_file.write_text(text)
+            self._env_text = text
         env_files: list[str | Path] = [env_file]
         if (self.project_dir / ".env").exists():
             env_files.insert(0, self.project_dir / ".env")
