@@ -17,7 +17,6 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -145,13 +144,16 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables (idempotent, and safe when the API and worker start together)."""
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-    except OperationalError as exc:
-        # Another process created a table between our check and our CREATE: check again.
-        if "already exists" not in str(exc):
-            raise
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+    """Create missing tables: idempotent, and safe when the API and worker start together.
+
+    On SQLite the check-then-create of every table runs inside one ``BEGIN IMMEDIATE``
+    transaction, so processes starting together take turns (``busy_timeout`` makes
+    the others wait) instead of racing table by table: the sqlite3 module would
+    otherwise autocommit each ``CREATE TABLE``, and a second process could see some
+    of the first one's tables and not others.
+    """
+    async with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        await conn.run_sync(Base.metadata.create_all)
+        await conn.commit()
