@@ -15,8 +15,9 @@ from sqlalchemy import (
     Integer,
     String,
     event,
+    inspect,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -131,8 +132,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # WAL lets the API read while the worker writes; busy_timeout makes concurrent
         # writers wait for the lock instead of failing with "database is locked".
         cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: WAL needs a lock
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
@@ -146,14 +147,22 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
 async def create_schema(engine: AsyncEngine) -> None:
     """Create missing tables: idempotent, and safe when the API and worker start together.
 
-    On SQLite the check-then-create of every table runs inside one ``BEGIN IMMEDIATE``
-    transaction, so processes starting together take turns (``busy_timeout`` makes
-    the others wait) instead of racing table by table: the sqlite3 module would
-    otherwise autocommit each ``CREATE TABLE``, and a second process could see some
-    of the first one's tables and not others.
+    When every table exists this only reads, so it never waits for another process's
+    write transaction. Otherwise, on SQLite, the check-then-create of every table runs
+    inside one ``BEGIN IMMEDIATE`` transaction, so processes starting together take
+    turns (``busy_timeout`` makes the others wait) instead of racing table by table:
+    the sqlite3 module would autocommit each ``CREATE TABLE``, and a second process
+    could see some of the first one's tables and not others.
     """
     async with engine.connect() as conn:
+        if await conn.run_sync(_schema_is_complete):
+            return
+        await conn.rollback()
         if engine.dialect.name == "sqlite":
             await conn.exec_driver_sql("BEGIN IMMEDIATE")
         await conn.run_sync(Base.metadata.create_all)
         await conn.commit()
+
+
+def _schema_is_complete(sync_conn: Connection) -> bool:
+    return set(Base.metadata.tables) <= set(inspect(sync_conn).get_table_names())

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -200,6 +203,47 @@ def test_json_is_the_only_thing_on_stdout_in_a_real_subprocess(local: Cli) -> No
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["command"] == "status"
+
+
+def test_logs_follow_prints_new_lines_until_interrupted(local: Cli, api: str) -> None:
+    """logs --follow as users run it: a request made after it started shows up, and Ctrl-C
+    ends it quietly with exit 130."""
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "movieops.cli", "--runtime", "local", "--project-dir",
+         str(local.project_dir), "logs", "api", "--follow", "--tail", "1"],
+        env={**os.environ, **local.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert follower.stdout is not None
+    seen = b""
+    try:
+        seen += _read_until(follower.stdout, b"\n", within=30)  # the tail is out: following
+        path = f"/movies/{1_500_000 + os.getpid() % 100_000}"
+        assert httpx.get(f"{api}{path}").status_code == 404
+        seen += _read_until(follower.stdout, f"GET {path}".encode(), within=15)
+    finally:
+        follower.send_signal(signal.SIGINT)
+        _out, err = follower.communicate(timeout=15)
+    assert follower.returncode == 130
+    assert b"Traceback" not in err
+    assert b"interrupted" in err
+    assert all(line.startswith(b"api    | ") for line in seen.splitlines()), seen
+
+
+def _read_until(stream: IO[bytes], wanted: bytes, within: float) -> bytes:
+    """Read a pipe until ``wanted`` appears (without blocking past ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    seen = b""
+    while wanted not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{wanted!r} did not appear; got {seen!r}"
+        ready, _, _ = select.select([stream], [], [], left)
+        if ready:
+            chunk = os.read(stream.fileno(), 4096)
+            assert chunk, f"the stream ended before {wanted!r}; got {seen!r}"
+            seen += chunk
+    return seen
 
 
 # --- failure classes -------------------------------------------------------------------------

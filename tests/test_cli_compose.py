@@ -87,6 +87,27 @@ def test_logs_of_a_service(compose: Cli) -> None:
     assert 1 <= len(lines) <= 5
 
 
+def test_up_with_three_replicas_behind_the_proxy(compose: Cli) -> None:
+    """up --replicas 3: nginx in front of three API containers that share one limit; status
+    lists every replica, health probes the proxy route, and the API URL is the proxy's."""
+    proxy = f"http://127.0.0.1:{compose.env['MOVIEOPS_PROXY_PORT']}"
+    data = compose.json("up", "--replicas", "3")["data"]
+    assert data["already_running"] is False
+    assert data["endpoints"]["api_url"] == data["endpoints"]["proxy_url"] == proxy
+    services = [s["service"] for s in compose.json("status")["data"]]
+    assert services == ["redis", "api-1", "api-2", "api-3", "worker", "proxy"]
+    probes = {p["name"]: p for p in compose.json("health")["data"]}
+    assert probes["proxy"]["ok"], probes
+    statuses = [
+        httpx.get(f"{proxy}/movies/6", headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+        for n in range(24)
+    ]
+    assert statuses == [200] * 20 + [429] * 4
+    lines = compose.json("logs", "api", "--tail", "200")["data"]["lines"]
+    served_by = {line.split("|")[0].strip() for line in lines if "GET /movies/6 " in line}
+    assert len(served_by) >= 2, served_by
+
+
 def test_a_failing_service_is_reported_with_its_bundle(compose: Cli) -> None:
     """A stack whose processes cannot start: `up` names the service, exits 5, saves a bundle."""
     broken = Cli(

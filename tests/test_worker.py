@@ -363,9 +363,9 @@ async def test_job_interrupted_by_a_crash_runs_again_after_restart(
             )
 
         await _until(in_progress, 20, "the job to start")
+    finally:
         worker.kill()
         worker.wait()
-    finally:
         blocker.execute("ROLLBACK")
         blocker.close()
     assert (await client.get("/jobs/refresh:42")).json()["state"] == "in_progress"
