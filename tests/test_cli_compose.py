@@ -98,13 +98,18 @@ def test_up_with_three_replicas_behind_the_proxy(compose: Cli) -> None:
     assert services == ["redis", "api-1", "api-2", "api-3", "worker", "proxy"]
     probes = {p["name"]: p for p in compose.json("health")["data"]}
     assert probes["proxy"]["ok"], probes
+    created = httpx.post(
+        f"{proxy}/movies", json={"title": "Behind nginx", "year": 1999, "genres": ["Drama"]}
+    )
+    assert created.status_code == 201, created.text
+    path = created.headers["location"]  # a fresh path: its counter starts at 0
     statuses = [
-        httpx.get(f"{proxy}/movies/6", headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+        httpx.get(f"{proxy}{path}", headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
         for n in range(24)
     ]
     assert statuses == [200] * 20 + [429] * 4
     lines = compose.json("logs", "api", "--tail", "200")["data"]["lines"]
-    served_by = {line.split("|")[0].strip() for line in lines if "GET /movies/6 " in line}
+    served_by = {line.split("|")[0].strip() for line in lines if f"GET {path} " in line}
     assert len(served_by) >= 2, served_by
 
 

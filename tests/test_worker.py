@@ -299,8 +299,8 @@ async def ready_client(
 async def test_ready_reports_the_worker_gone_within_seconds(
     ready_client: tuple[Settings, httpx.AsyncClient, FastAPI],
 ) -> None:
-    """Worker up → /ready 200 and `arq --check` 0; SIGKILL → 503 naming the worker within ~2 s;
-    a graceful SIGTERM drops the heartbeat at once."""
+    """Worker up → /ready 200 and `arq --check` 0; SIGKILL → 503 naming the worker once the
+    heartbeat's TTL (interval + 1 s) runs out; a graceful SIGTERM drops the heartbeat at once."""
     settings, client, _ = ready_client
 
     async def ready() -> bool:
@@ -331,9 +331,10 @@ async def test_ready_reports_the_worker_gone_within_seconds(
         assert body["status"] == "unavailable"
         if stop is signal.SIGTERM:
             assert exit_code == 0
-            assert gone_after < 1.0
+            assert gone_after < 2.0  # well before the 3 s TTL: the worker deleted it
         else:
-            assert gone_after < 3.0
+            # arq writes the heartbeat with a TTL of interval + 1 s (3 s here); add polling slack.
+            assert gone_after < 3.5
 
 
 @pytest.mark.slow
