@@ -214,6 +214,9 @@ def test_logs_follow_prints_new_lines_until_interrupted(local: Cli, api: str) ->
         env={**os.environ, **local.env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # As from a terminal: a shell without job control starts background jobs with
+        # SIGINT ignored, and an ignored signal stays ignored across exec.
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     assert follower.stdout is not None
     seen = b""
@@ -224,11 +227,20 @@ def test_logs_follow_prints_new_lines_until_interrupted(local: Cli, api: str) ->
         seen += _read_until(follower.stdout, f"GET {path}".encode(), within=15)
     finally:
         follower.send_signal(signal.SIGINT)
-        _out, err = follower.communicate(timeout=15)
+        try:
+            _out, err = follower.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            follower.communicate()
+            raise
     assert follower.returncode == 130
     assert b"Traceback" not in err
     assert b"interrupted" in err
     assert all(line.startswith(b"api    | ") for line in seen.splitlines()), seen
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _read_until(stream: IO[bytes], wanted: bytes, within: float) -> bytes:
