@@ -95,7 +95,11 @@ class Settings(BaseSettings):
         default=True, description="Whether /ready fails while no worker heartbeat is seen."
     )
     seed_demo_data: bool = Field(
-        default=True, description="Seed the catalog with real films when it is empty."
+        default=True,
+        description=(
+            "Seed an empty catalog with real films on first start (once: a catalog emptied "
+            "later stays empty)."
+        ),
     )
     log_level: LogLevel = Field(default="INFO", description="Log level of the API and worker.")
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")

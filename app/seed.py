@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import SettingsError, load_settings
 from app.db import (
@@ -107,10 +107,14 @@ SEEDED_MARKER = "demo_catalog_seeded_at"
 
 
 async def seed_demo_catalog(engine: AsyncEngine) -> int:
-    """Insert the real films when the catalog is empty; return how many were added."""
+    """Insert the real films on first start; return how many were added.
+
+    Once only: a catalog its users emptied stays empty after a restart, and a database
+    that already holds films (loaded by hand or generated) is left as it is.
+    """
     sessions = session_factory(engine)
     async with sessions() as session:
-        if await count_movies(session) > 0:
+        if await _seeded(session) or await count_movies(session) > 0:
             return 0
         # Several API replicas may start on one fresh database: the marker row's primary key
         # lets exactly one of them seed; the others fail to insert it and add nothing.
@@ -130,10 +134,14 @@ async def seed_demo_catalog(engine: AsyncEngine) -> int:
             await session.commit()
         except (IntegrityError, OperationalError):
             await session.rollback()
-            if await count_movies(session) > 0:
+            if await _seeded(session):
                 return 0
             raise
     return len(FILMS)
+
+
+async def _seeded(session: AsyncSession) -> bool:
+    return await session.get(MetaRow, SEEDED_MARKER) is not None
 
 
 async def load_generated(

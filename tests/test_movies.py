@@ -190,6 +190,26 @@ async def test_first_start_seeds_real_films_once(
     assert page["items"][0]["title"] == "The Shawshank Redemption"
 
 
+async def test_a_catalog_emptied_by_its_users_stays_empty_after_a_restart(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """Every film deleted, then a restart: the API starts (no crash on the seed marker) and
+    does not bring the demo films back."""
+    settings = make_settings(seed_demo_data=True)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            page = (await client.get("/movies", params={"limit": 100})).json()
+            for item in page["items"]:
+                assert (await client.delete(f"/movies/{item['id']}")).status_code == 204
+    restarted = create_app(settings)
+    async with restarted.router.lifespan_context(restarted):
+        transport = httpx.ASGITransport(app=restarted)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/movies")).json()["total"] == 0
+
+
 @pytest.mark.parametrize("title", ["\u0085", "\u00a0Heat", "  Heat  "])
 async def test_titles_that_json_schema_calls_non_blank_are_accepted(
     client: httpx.AsyncClient, title: str
