@@ -3,6 +3,7 @@ output shaping, the envelope and its schema."""
 
 from __future__ import annotations
 
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -170,3 +171,32 @@ def test_stale_supervisord_state_is_detected_and_cleaned(tmp_path: Path) -> None
     proxy = {c.name: c for c in runtime.preflight(UpOptions(proxy=True))}["proxy"]
     assert not proxy.ok
     assert "--runtime compose" in (proxy.fix or "")
+
+
+def test_following_a_log_continues_after_supervisord_rotates_it(tmp_path: Path) -> None:
+    """Rotation leaves a shorter file behind: following starts again at its beginning."""
+    from app.config import Settings
+    from movieops.runtime.local import LocalRuntime
+    from tests.support import free_port
+
+    settings = Settings(
+        _env_file=None, port=free_port(), redis_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    runtime = LocalRuntime(settings, tmp_path / ".movieops", tmp_path)
+    log = runtime.layout.log_file("api")
+    log.parent.mkdir(parents=True)
+    log.write_text("a long line from before the rotation\n")
+    lines = runtime.logs(["api"], None, None, follow=True)
+    assert next(lines) == "api    | a long line from before the rotation"
+    log.write_text("after\n")  # the rotated-to file, shorter than the position reached
+
+    def give_up(*_: object) -> None:
+        raise TimeoutError("following never resumed after the rotation")
+
+    previous = signal.signal(signal.SIGALRM, give_up)  # a regression fails, it does not hang
+    signal.alarm(5)
+    try:
+        assert next(lines) == "api    | after"
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -423,6 +423,8 @@ class LocalRuntime:
                 if not path.exists():
                     continue
                 with path.open("rb") as handle:
+                    if os.fstat(handle.fileno()).st_size < positions[service]:
+                        positions[service] = 0  # supervisord rotated the log: a new file
                     handle.seek(positions[service])
                     chunk = handle.read()
                     positions[service] = handle.tell()
