@@ -28,6 +28,7 @@ from app.constants import (
 )
 from app.identity import client_of
 from app.redisguard import RedisGuard, RedisUnavailable
+from app.responses import send_problem
 
 log = logging.getLogger("app.idempotency")
 
@@ -101,19 +102,6 @@ class CapturedResponse:
     body: bytes = b""
 
 
-async def _send_json(
-    send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 class IdempotencyMiddleware:
     """Pure ASGI middleware honouring ``Idempotency-Key`` on POST requests."""
 
@@ -137,7 +125,7 @@ class IdempotencyMiddleware:
             return
         key = raw_keys[0].decode("latin-1")
         if len(raw_keys) > 1 or not _VALID_KEY.fullmatch(key):
-            await _send_json(
+            await send_problem(
                 send,
                 400,
                 "Idempotency-Key must be one header of 1 to 255 visible ASCII characters",
@@ -158,7 +146,7 @@ class IdempotencyMiddleware:
                 lambda r: self._claim(keys=[record_key], args=[claim, self.lease_ms], client=r)
             )
         except RedisUnavailable:
-            await _send_json(
+            await send_problem(
                 send,
                 503,
                 "Idempotency-Key cannot be honoured right now (Redis unavailable); retry later",
@@ -193,13 +181,13 @@ class IdempotencyMiddleware:
     ) -> None:
         verdict = judge(record, request_fingerprint)
         if verdict is Verdict.MISMATCH:
-            await _send_json(
+            await send_problem(
                 send,
                 422,
                 "Idempotency-Key was already used with a different request body; use a new key",
             )
         elif verdict is Verdict.IN_PROGRESS:
-            await _send_json(
+            await send_problem(
                 send,
                 409,
                 "A request with this Idempotency-Key is in progress",

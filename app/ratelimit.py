@@ -8,7 +8,6 @@ INCR-then-EXPIRE as two calls can leave a key that never expires and lock a clie
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.constants import rate_key
 from app.identity import client_of
 from app.redisguard import RedisGuard, RedisUnavailable
+from app.responses import send_problem
 
 log = logging.getLogger("app.ratelimit")
 
@@ -32,7 +32,7 @@ end
 return {count, ttl}
 """
 
-TOO_MANY_REQUESTS_BODY = json.dumps({"detail": "Too many requests"}).encode()
+TOO_MANY_REQUESTS = "Too many requests"
 
 EXEMPT_PATHS = frozenset({"/health", "/ready"})
 EXEMPT_HEADER = b"x-ratelimit-exempt"
@@ -154,18 +154,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if not decision.allowed:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 429,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(TOO_MANY_REQUESTS_BODY)).encode()),
-                        *decision.headers(),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": TOO_MANY_REQUESTS_BODY})
+            await send_problem(send, 429, TOO_MANY_REQUESTS, decision.headers())
             return
         extra = decision.headers()
 

@@ -1,8 +1,12 @@
-"""OpenAPI documentation of statuses and headers, so every answer a route can give is declared."""
+"""OpenAPI documentation of statuses and headers, so every answer a route can give is declared,
+and the JSON error answer the pure-ASGI middlewares send themselves."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from starlette.types import Send
 
 from app.models import Problem, ValidationProblem
 
@@ -105,3 +109,17 @@ def movie_links(id_expression: str) -> dict[str, Any]:
             ("RateMovie", "rate_movie"),
         ]
     }
+
+
+async def send_problem(
+    send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer from ASGI middleware with the API's error body ``{"detail": ...}``."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
