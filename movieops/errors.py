@@ -95,7 +95,3 @@ class NotRunning(MovieOpsError):
 
     exit_code = ExitCode.NOT_RUNNING
     code = "not_running"
-
-
-# Kept for the foreground runner's callers.
-PreflightError = PreflightFailed
