@@ -13,7 +13,7 @@ IDEMPOTENCY_KEY_PREFIX = "idem:"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 # RFC 9110 VCHAR: printable ASCII without space.
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+IDEMPOTENCY_KEY_PATTERN = rf"^[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$"
 
 RETRY_AFTER_UNAVAILABLE_SECONDS = 1
 
@@ -39,11 +39,6 @@ def parse_rate_key(key: str) -> tuple[str, str] | None:
     return client, "/" + path
 
 
-def cache_entry_prefix(generation: int) -> str:
-    """Prefix of every cache entry of one generation: ``cache:movies:{gen}:``."""
-    return f"{CACHE_ENTRY_PREFIX}{generation}:"
-
-
 def idempotency_key(client: str, method: str, path: str, key: str) -> str:
     """Record of one Idempotency-Key: ``idem:{client}:{method}:{path}:{key}``."""
     return f"{IDEMPOTENCY_KEY_PREFIX}{client}:{method}:{path}:{key}"
@@ -55,7 +50,6 @@ HEALTH_CHECK_KEY = QUEUE_NAME + ":health-check"  # arq's heartbeat: queue name +
 REFRESH_JOB = "refresh_recommendations"
 REFRESH_CHANGED_JOB = "refresh_changed_users"
 CRON_LAST_RUN_KEY = "movies:cron:refresh-changed:last-run"
-ARQ_JOB_KEY_PREFIX = "arq:job:"
 ARQ_RESULT_KEY_PREFIX = "arq:result:"
 ARQ_IN_PROGRESS_KEY_PREFIX = "arq:in-progress:"
 JOB_ID_PATTERN = r"^[A-Za-z0-9:_.-]{1,128}$"

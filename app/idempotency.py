@@ -22,6 +22,8 @@ from redis.asyncio import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.constants import (
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
     IDEMPOTENCY_KEY_PATTERN,
     RETRY_AFTER_UNAVAILABLE_SECONDS,
     idempotency_key,
@@ -32,7 +34,7 @@ from app.responses import send_problem
 
 log = logging.getLogger("app.idempotency")
 
-HEADER = b"idempotency-key"
+HEADER = IDEMPOTENCY_HEADER.lower().encode()
 REPLAYED_HEADER = (b"idempotent-replayed", b"true")
 _VALID_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 # Headers worth replaying; the rate-limit ones are recomputed for the replay itself.
@@ -128,7 +130,8 @@ class IdempotencyMiddleware:
             await send_problem(
                 send,
                 400,
-                "Idempotency-Key must be one header of 1 to 255 visible ASCII characters",
+                f"{IDEMPOTENCY_HEADER} must be one header of 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} "
+                "visible ASCII characters",
             )
             return
         await self._handle(scope, receive, send, key)

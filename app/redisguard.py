@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from arq.connections import ArqRedis
@@ -38,16 +38,10 @@ class CircuitBreaker:
     clock: Callable[[], float] = time.monotonic
     failures: int = 0
     opened_at: float | None = None
-    skipped: int = field(default=0)
 
     def allow(self) -> bool:
         """True when a call may go to Redis (closed, or half-open after the cool-down)."""
-        if self.opened_at is None:
-            return True
-        if self.clock() - self.opened_at >= self.cooldown_seconds:
-            return True
-        self.skipped += 1
-        return False
+        return not self.is_open()
 
     def record_success(self) -> None:
         """A call worked: close the breaker."""

@@ -8,7 +8,12 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Resp
 
 from app import repository
 from app.cache import CachedBody, cache_digest, etag_matches
-from app.constants import IDEMPOTENCY_KEY_PATTERN, MAX_DB_ID
+from app.constants import (
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_DB_ID,
+)
 from app.deps import ServicesDep, SessionDep
 from app.models import Movie, MovieIn, MoviePage
 from app.responses import CACHE_HEADERS, errors, movie_links, success
@@ -19,9 +24,9 @@ MovieId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="Film id.")]
 IdempotencyKey = Annotated[
     str | None,
     Header(
-        alias="Idempotency-Key",
+        alias=IDEMPOTENCY_HEADER,
         min_length=1,
-        max_length=255,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
         pattern=IDEMPOTENCY_KEY_PATTERN,
         description="Makes a retried POST safe: the first response is replayed for 24 h.",
     ),
