@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 
@@ -112,10 +111,3 @@ class Runtime(Protocol):
     def versions(self) -> dict[str, str]:
         """Versions of the runtime's tools (for failure bundles)."""
         ...
-
-
-def state_path(state_dir: Path, *parts: str) -> Path:
-    """A path under the state directory, created on demand."""
-    path = state_dir.joinpath(*parts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
