@@ -71,9 +71,14 @@ class Decision:
         return [(name.encode(), value.encode()) for name, value in pairs]
 
 
+def seconds_until_reset(ttl_ms: int) -> int:
+    """A counter's milliseconds left as the documented reset: whole seconds, at least 1."""
+    return max(1, math.ceil(ttl_ms / 1000))
+
+
 def decide(limit: int, window_seconds: int, count: int, ttl_ms: int) -> Decision:
-    """Turn the script's (count, ms left) into a decision; reset is whole seconds, at least 1."""
-    reset = max(1, math.ceil(ttl_ms / 1000))
+    """Turn the script's (count, ms left) into a decision."""
+    reset = seconds_until_reset(ttl_ms)
     return Decision(limit=limit, count=count, reset_seconds=reset, window_seconds=window_seconds)
 
 

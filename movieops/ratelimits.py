@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
 
 from app.constants import RATE_KEY_PREFIX, parse_rate_key, rate_key
+from app.ratelimit import seconds_until_reset
 
 SCAN_COUNT = 500
 
@@ -59,7 +59,7 @@ def read_counters(
                     count=count,
                     limit=limit,
                     remaining=max(0, limit - count),
-                    reset_seconds=max(1, math.ceil(ttl_ms / 1000)) if ttl_ms >= 0 else None,
+                    reset_seconds=seconds_until_reset(ttl_ms) if ttl_ms >= 0 else None,
                 )
             )
     counters.sort(key=lambda c: (-c.count, c.client, c.path))
