@@ -76,6 +76,48 @@ class Settings(BaseSettings):
     redis_breaker_cooldown_seconds: float = Field(
         default=2.0, gt=0, le=300, description="How long an open breaker skips Redis."
     )
+    redis_retry_budget_ms: int = Field(
+        default=1_000,
+        ge=0,
+        le=30_000,
+        description=(
+            "Time a request-path Redis operation may spend retrying after a timeout before Redis "
+            "counts as unavailable (a brief stall is slow, not down)."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=65_536,
+        ge=1_024,
+        le=16 * 1024 * 1024,
+        description="Largest request body accepted; larger ones get 413 before being buffered.",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Time a client has to send a request's headers before the connection closes.",
+    )
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Time a client has to send a request's body (each part) before 408.",
+    )
+    max_connections: int = Field(
+        default=512,
+        ge=1,
+        le=100_000,
+        description="Concurrent connections (and requests) one API process takes; beyond: 503.",
+    )
+    idempotency_max_response_bytes: int = Field(
+        default=65_536,
+        ge=1_024,
+        le=16 * 1024 * 1024,
+        description=(
+            "Largest response an Idempotency-Key stores for replay; a larger one is sent but not "
+            "stored (the key is released, and a retry runs again)."
+        ),
+    )
     worker_poll_delay_ms: int = Field(
         default=50, ge=1, le=5_000, description="How often an idle worker polls for new jobs."
     )

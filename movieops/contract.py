@@ -9,7 +9,6 @@ limit, and without a secret the run still works, only mostly against 429 answers
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from movieops.errors import ContractFailed, NotRunning, PreflightFailed
+from movieops.secrets import ensure_secret, read_secret
 
 TOKEN_FILE = "contract.token"  # noqa: S105 - a file name, not a secret
 CONFIG_FILE = Path(__file__).with_name("schemathesis.toml")
@@ -46,21 +46,13 @@ def _to_stderr(line: str) -> None:
 
 
 def ensure_token(state_dir: Path) -> str:
-    """The stack's exemption secret, created once (0600) under the state directory."""
-    path = state_dir / TOKEN_FILE
-    if path.exists():
-        return path.read_text().strip()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(24)
-    path.write_text(token)
-    path.chmod(0o600)
-    return token
+    """The stack's exemption secret, created once: 0600 from birth, in a 0700 state directory."""
+    return ensure_secret(state_dir / TOKEN_FILE)
 
 
 def read_token(state_dir: Path) -> str | None:
     """The secret written by `movieops up`, if any."""
-    path = state_dir / TOKEN_FILE
-    return path.read_text().strip() if path.exists() else None
+    return read_secret(state_dir / TOKEN_FILE)
 
 
 def wait_for_schema(api_url: str, timeout: float) -> str:
