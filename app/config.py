@@ -62,7 +62,10 @@ class Settings(BaseSettings):
         ),
     )
     redis_timeout_ms: int = Field(
-        default=100, ge=5, le=10_000, description="Read timeout for Redis on the request path."
+        default=250,
+        ge=5,
+        le=10_000,
+        description="Timeout of one Redis attempt on the request path (retried within the budget).",
     )
     redis_connect_timeout_ms: int = Field(
         default=1_000,
@@ -71,7 +74,13 @@ class Settings(BaseSettings):
         description="Connect timeout for Redis (a burst opens many connections at once).",
     )
     redis_breaker_threshold: int = Field(
-        default=3, ge=1, le=1_000, description="Consecutive Redis errors that open the breaker."
+        default=3,
+        ge=1,
+        le=1_000,
+        description=(
+            "Failed Redis stalls in a row that open the breaker (calls failing together in one "
+            "stall count once)."
+        ),
     )
     redis_breaker_cooldown_seconds: float = Field(
         default=2.0, gt=0, le=300, description="How long an open breaker skips Redis."

@@ -81,6 +81,36 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
+def decode_record(raw: bytes) -> dict[str, Any] | None:
+    """A stored record as data, or None when it is not one of ours (JSON only, never pickle)."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("fingerprint"), str):
+        return None
+    if record.get("state") == "completed":
+        headers = record.get("headers")
+        try:
+            base64.b64decode(record["body"], validate=True)
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not isinstance(record.get("status"), int) or not isinstance(headers, list):
+            return None
+        if not all(
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+            for pair in headers
+        ):
+            return None
+    return record
+
+
+def is_own_claim(raw: bytes, owner: str) -> bool:
+    """Whether a found record is the claim this very request wrote (a retried SET NX)."""
+    record = decode_record(raw)
+    return record is not None and record.get("owner") == owner
+
+
 def judge(record: dict[str, Any], request_fingerprint: str) -> Verdict:
     """Decide on a request that found its key taken."""
     if record.get("fingerprint") != request_fingerprint:
@@ -156,8 +186,9 @@ class IdempotencyMiddleware:
                 [(b"retry-after", str(RETRY_AFTER_UNAVAILABLE_SECONDS).encode())],
             )
             return
-        if existing is not None:
-            await self._answer_existing(send, json.loads(existing), request_fingerprint)
+        # A claim retried after a timeout may find the record its own first attempt wrote.
+        if existing is not None and not is_own_claim(existing, owner):
+            await self._answer_existing(send, existing, request_fingerprint)
             return
 
         captured = CapturedResponse()
@@ -179,9 +210,17 @@ class IdempotencyMiddleware:
         )
         await send({"type": "http.response.body", "body": captured.body})
 
-    async def _answer_existing(
-        self, send: Send, record: dict[str, Any], request_fingerprint: str
-    ) -> None:
+    async def _answer_existing(self, send: Send, raw: bytes, request_fingerprint: str) -> None:
+        record = decode_record(raw)
+        if record is None:
+            log.error("unreadable idempotency record; answering 503")
+            await send_problem(
+                send,
+                503,
+                "Idempotency-Key record is unreadable; retry later",
+                [(b"retry-after", str(RETRY_AFTER_UNAVAILABLE_SECONDS).encode())],
+            )
+            return
         verdict = judge(record, request_fingerprint)
         if verdict is Verdict.MISMATCH:
             await send_problem(
