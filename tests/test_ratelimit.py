@@ -15,6 +15,7 @@ from app.config import Settings
 from app.constants import MAX_RATE_KEY_LENGTH, UNMATCHED_ROUTE_TEMPLATE, rate_key
 from app.main import create_app
 from app.ratelimit import RouteTemplates, decide
+from movieops import ratelimits
 from tests.conftest import CLIENT_IP
 from tests.support import ThreadedServer, ValkeyProcess
 
@@ -268,3 +269,33 @@ def test_short_exemption_tokens_are_refused() -> None:
 
     with pytest.raises(SettingsError, match="MOVIE_RATE_LIMIT_EXEMPT_TOKENS"):
         load_settings(rate_limit_exempt_tokens="short", _env_file=None)
+
+
+def test_rate_limits_view_filters_by_route_and_normalised_client(
+    valkey: ValkeyProcess, redis: Redis
+) -> None:
+    """`movieops rate-limits`: --path takes a template or a path on it, --client an address
+    (IPv6: its /64, IPv4-mapped: its IPv4); --reset normalises the same way."""
+    with SyncRedis.from_url(valkey.url) as client:
+        for key_client, template in [
+            ("2001:db8:1:2::/64", MOVIE),
+            ("2001:db8:1:2::/64", "/movies"),
+            ("203.0.113.7", MOVIE),
+            ("203.0.113.7", UNMATCHED_ROUTE_TEMPLATE),
+        ]:
+            client.set(rate_key(key_client, template), 3, px=60_000)
+
+        def shown(client_filter: str | None, path: str | None) -> set[tuple[str, str]]:
+            counters = ratelimits.read_counters(client, 20, client_filter, path)
+            return {(c.client, c.path) for c in counters}
+
+        assert shown(None, "/movies/7") == {("2001:db8:1:2::/64", MOVIE), ("203.0.113.7", MOVIE)}
+        assert shown(None, MOVIE) == shown(None, "/movies/7")
+        assert shown(None, "/nowhere") == set()
+        assert shown(None, UNMATCHED_ROUTE_TEMPLATE) == {("203.0.113.7", UNMATCHED_ROUTE_TEMPLATE)}
+        assert shown("2001:db8:1:2::99", None) == {
+            ("2001:db8:1:2::/64", MOVIE),
+            ("2001:db8:1:2::/64", "/movies"),
+        }
+        assert shown("::ffff:203.0.113.7", "/movies/1") == {("203.0.113.7", MOVIE)}
+        assert ratelimits.reset_client(client, "2001:db8:1:2:ffff::1") == 2
