@@ -1,4 +1,9 @@
-"""One log line per request: method, path, status, latency, cache outcome, client."""
+"""One log line per request: method, path, status, latency, cache outcome, client.
+
+Request-controlled fields (method, path, cache header) are escaped here, so the line stays one
+line even under a handler that is not ours (the log formatter escapes again, harmlessly: an
+escaped field holds no control characters left to escape).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,13 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.identity import client_of
+from app.logs import escape_controls
 
 log = logging.getLogger("app.access")
 
 
 class AccessLogMiddleware:
-    """Pure ASGI access log; runs inside the proxy rewrite, so ``client`` is the real one."""
+    """Pure ASGI access log; runs inside IdentityMiddleware, so ``client`` is the real one."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -40,10 +46,10 @@ class AccessLogMiddleware:
         finally:
             log.info(
                 "%s %s %d %.2fms cache=%s client=%s",
-                scope["method"],
-                scope["path"],
+                escape_controls(scope["method"]),
+                escape_controls(scope["path"]),
                 status,
                 (time.perf_counter() - started) * 1000,
-                cache,
+                escape_controls(cache),
                 client_of(scope),
             )

@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated IPs/CIDRs whose X-Forwarded-For is trusted (empty: none).",
+        description=(
+            "Comma-separated IPs/CIDRs whose X-Forwarded-For is trusted (empty: none; '*' is "
+            "refused)."
+        ),
     )
     rate_limit_exempt_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -173,11 +176,16 @@ class Settings(BaseSettings):
     def _check_proxies(cls, value: list[str]) -> list[str]:
         for entry in value:
             if entry == "*":
-                continue
+                raise ValueError(
+                    "'*' would trust every peer's X-Forwarded-For, so any client could choose "
+                    "its identity (and its rate limit); list the proxy's own IPs or CIDRs"
+                )
             try:
-                ipaddress.ip_network(entry, strict=False)
+                network = ipaddress.ip_network(entry, strict=False)
             except ValueError:
                 raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+            if network.prefixlen == 0:
+                raise ValueError(f"{entry!r} trusts every address, like '*'; list the proxy's")
         return value
 
     @field_validator("rate_limit_exempt_tokens")
@@ -202,11 +210,6 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://", "valkey://")):
             raise ValueError("expected a URL such as redis://127.0.0.1:6379/0")
         return value
-
-    @property
-    def forwarded_allow_ips(self) -> str:
-        """The trusted proxies in the form uvicorn's ProxyHeadersMiddleware takes."""
-        return ",".join(self.trusted_proxies)
 
 
 def load_settings_or_exit() -> Settings:

@@ -6,6 +6,11 @@ Every Redis key the project writes is built here, so no other module types a pre
 from __future__ import annotations
 
 RATE_KEY_PREFIX = "rate:"
+# The one rate-limit bucket per client for every path that no route matches.
+UNMATCHED_ROUTE_TEMPLATE = "/{unmatched}"
+# rate:{client}:{template}: a client identity is at most 24 characters, a template one of the
+# app's own routes, so no key comes near this (asserted where keys are made).
+MAX_RATE_KEY_LENGTH = 128
 CACHE_GENERATION_KEY = "cache:movies:gen"
 CACHE_ENTRY_PREFIX = "cache:movies:"
 IDEMPOTENCY_KEY_PREFIX = "idem:"
@@ -20,23 +25,25 @@ RETRY_AFTER_UNAVAILABLE_SECONDS = 1
 MAX_DB_ID = 2**31 - 1
 
 
-def rate_key(client: str, path: str) -> str:
-    """Counter of one client on one path: ``rate:{client}:{path}``."""
-    return f"{RATE_KEY_PREFIX}{client}:{path}"
+def rate_key(client: str, template: str) -> str:
+    """Counter of one client on one route: ``rate:{client}:{template}``, e.g.
+    ``rate:203.0.113.7:/movies/{movie_id}`` or ``rate:2001:db8:1:2::/64:/{unmatched}``."""
+    return f"{RATE_KEY_PREFIX}{client}:{template}"
 
 
 def parse_rate_key(key: str) -> tuple[str, str] | None:
-    """Split a ``rate:{client}:{path}`` key back into (client, path); None if it is not one.
+    """Split a ``rate:{client}:{template}`` key back into (client, template); None if it is not.
 
-    The path always starts with ``/``, and an IPv6 client holds colons, so split at ":/".
+    The template starts with ``/`` and holds no ``:/``; a client may hold both (``::/64``), so
+    split at the last ``:/``.
     """
     if not key.startswith(RATE_KEY_PREFIX):
         return None
     rest = key[len(RATE_KEY_PREFIX) :]
-    client, sep, path = rest.partition(":/")
+    client, sep, template = rest.rpartition(":/")
     if not sep or not client:
         return None
-    return client, "/" + path
+    return client, "/" + template
 
 
 def idempotency_key(client: str, method: str, path: str, key: str) -> str:

@@ -12,7 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.accesslog import AccessLogMiddleware
 from app.cache import ResponseCache
@@ -20,6 +19,7 @@ from app.config import Settings
 from app.db import create_engine, create_schema, session_factory
 from app.deps import Services
 from app.idempotency import IdempotencyMiddleware
+from app.identity import IdentityMiddleware
 from app.ratelimit import RateLimiter, RateLimitMiddleware
 from app.redisguard import RedisGuard
 from app.routes import health, jobs, movies, ratings, recommendations
@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"detail": "Request body is not valid JSON"}, status_code=400)
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
-    # Outermost last: proxy rewrite -> access log -> rate limit -> idempotency -> routes.
+    # Outermost last: identity -> access log -> rate limit -> idempotency -> routes.
     app.add_middleware(
         IdempotencyMiddleware,
         guard=guard,
@@ -113,11 +113,11 @@ def create_app(settings: Settings) -> FastAPI:
         limiter=RateLimiter(
             guard, settings.rate_limit_per_minute, settings.rate_limit_window_seconds
         ),
+        routes=app.router.routes,
         exempt_tokens=settings.rate_limit_exempt_tokens,
     )
     app.add_middleware(AccessLogMiddleware)
-    if settings.trusted_proxies:
-        # uvicorn's rewrite takes the right-most address not added by a trusted proxy, so a
-        # client cannot choose its identity by sending its own X-Forwarded-For.
-        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    # The client identity, once per request: the peer, or (from a trusted proxy only) the
+    # right-most untrusted X-Forwarded-For address; a client cannot choose its identity.
+    app.add_middleware(IdentityMiddleware, trusted_proxies=settings.trusted_proxies)
     return app

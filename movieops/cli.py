@@ -500,8 +500,13 @@ def logs(
 def rate_limits(
     ctx: typer.Context,
     json_output: JsonOption = False,
-    client: Annotated[str | None, typer.Option(help="Only this client (IP).")] = None,
-    path: Annotated[str | None, typer.Option(help="Only this path, e.g. /movies.")] = None,
+    client: Annotated[
+        str | None, typer.Option(help="Only this client (IP; an IPv6 one means its /64).")
+    ] = None,
+    path: Annotated[
+        str | None,
+        typer.Option(help="Only this route: a template (/movies/{movie_id}) or a path on it."),
+    ] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="The limit to compare with (default: settings).")
     ] = None,
@@ -514,7 +519,7 @@ def rate_limits(
         bool, typer.Option(help="Delete every counter of --client (lifts its limit now).")
     ] = False,
 ) -> None:
-    """Every rate:* counter (via SCAN, never KEYS): client, path, count, limit, remaining, reset.
+    """Every rate:* counter (via SCAN, never KEYS): client, route, count, limit, remaining, reset.
 
     Busiest first. --watch shows a live view; --reset --client IP clears one client.
     """

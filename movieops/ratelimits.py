@@ -1,4 +1,9 @@
-"""The rate-limit counters in Redis, read with SCAN (never KEYS) and pipelined in batches."""
+"""The rate-limit counters in Redis, read with SCAN (never KEYS) and pipelined in batches.
+
+A counter is one client's on one route template (``/movies/{movie_id}``; ``/{unmatched}`` for
+every path no route matches). Filters take what an operator has at hand: ``--client`` an address
+(an IPv6 one means its /64) and ``--path`` a template or a concrete path (``/movies/7``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from starlette.routing import compile_path
 
-from app.constants import RATE_KEY_PREFIX, parse_rate_key, rate_key
+from app.constants import RATE_KEY_PREFIX, UNMATCHED_ROUTE_TEMPLATE, parse_rate_key, rate_key
+from app.identity import identity_of, parse_ip
 from app.ratelimit import seconds_until_reset
 
 SCAN_COUNT = 500
@@ -15,10 +22,10 @@ SCAN_COUNT = 500
 
 @dataclass(frozen=True)
 class Counter:
-    """One client's counter on one path."""
+    """One client's counter on one route."""
 
     client: str
-    path: str
+    path: str  # the route template, e.g. /movies/{movie_id}
     count: int
     limit: int
     remaining: int
@@ -29,10 +36,28 @@ def _glob_escape(text: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
+def client_identity(client: str) -> str:
+    """The identity counters use for ``client``: an address normalised (IPv6: its /64), an
+    identity (``2001:db8::/64``, ``unknown``) as given."""
+    address = parse_ip(client)
+    return identity_of(address) if address is not None else client
+
+
+def path_matches(template: str, path: str) -> bool:
+    """Whether a counter's template is ``path``, or a route template that ``path`` falls on."""
+    if template == path:
+        return True
+    if template == UNMATCHED_ROUTE_TEMPLATE or "{" not in template:
+        return False
+    return compile_path(template)[0].match(path) is not None
+
+
 def read_counters(
     redis: Redis, limit: int, client: str | None = None, path: str | None = None
 ) -> list[Counter]:
     """Every ``rate:*`` counter (optionally of one client and/or path), busiest first."""
+    if client:
+        client = client_identity(client)
     pattern = rate_key(_glob_escape(client), "*") if client else f"{RATE_KEY_PREFIX}*"
     keys = [k.decode() if isinstance(k, bytes) else k for k in redis.scan_iter(pattern, SCAN_COUNT)]
     counters: list[Counter] = []
@@ -49,7 +74,7 @@ def read_counters(
             if parsed is None or raw is None:
                 continue  # not a counter, or it expired between SCAN and GET
             key_client, key_path = parsed
-            if path is not None and key_path != path:
+            if path is not None and not path_matches(key_path, path):
                 continue
             count = int(raw)
             counters.append(
@@ -68,7 +93,8 @@ def read_counters(
 
 def reset_client(redis: Redis, client: str) -> int:
     """Delete every counter of one client; return how many."""
-    keys = list(redis.scan_iter(rate_key(_glob_escape(client), "*"), SCAN_COUNT))
+    pattern = rate_key(_glob_escape(client_identity(client)), "*")
+    keys = list(redis.scan_iter(pattern, SCAN_COUNT))
     deleted = 0
     for start in range(0, len(keys), SCAN_COUNT):
         removed: Any = redis.delete(*keys[start : start + SCAN_COUNT])

@@ -97,8 +97,8 @@ def checks_table(checks: Sequence[Check], title: str = "doctor") -> Table:
 def counters_table(counters: Sequence[Counter]) -> Table:
     """`movieops rate-limits`."""
     table = Table(title=f"rate limits ({len(counters)} counters)", title_justify="left")
-    for column in ("client", "path", "count", "limit", "remaining", "resets in"):
-        table.add_column(column, justify="right" if column not in {"client", "path"} else "left")
+    for column in ("client", "route", "count", "limit", "remaining", "resets in"):
+        table.add_column(column, justify="right" if column not in {"client", "route"} else "left")
     for c in counters:
         style = "red" if c.remaining == 0 else ""
         table.add_row(

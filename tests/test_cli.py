@@ -95,7 +95,7 @@ def test_rate_limits_show_counters_after_traffic_and_reset_clears_them(
     assert rows == [
         {
             "client": "127.0.0.1",
-            "path": "/movies/2",
+            "path": "/movies/{movie_id}",
             "count": 3,
             "limit": 20,
             "remaining": 17,
@@ -106,7 +106,7 @@ def test_rate_limits_show_counters_after_traffic_and_reset_clears_them(
     assert local.json("rate-limits", "--client", "10.9.9.9")["data"] == []
     table = local("rate-limits", "--watch", "--count", "2", "--interval", "0.2")
     assert table.exit_code == 0
-    assert table.stdout.count("/movies/2") == 2
+    assert table.stdout.count("/movies/{movie_id}") == 2
     reset = local.json("rate-limits", "--reset", "--client", "127.0.0.1")
     assert reset["data"]["deleted"] >= 1
     assert local.json("rate-limits", "--client", "127.0.0.1")["data"] == []
@@ -351,7 +351,7 @@ def test_human_output_is_tables_and_sentences(local: Cli, api: str) -> None:
     assert health.exit_code == 0
     assert "heartbeat" in health.stdout
     limits = local("rate-limits", "--path", "/movies/9")
-    assert "/movies/9" in limits.stdout
+    assert "/movies/{movie_id}" in limits.stdout
     assert "20" in limits.stdout
     refresh = local("refresh", "--user", "5", "--wait")
     assert refresh.exit_code == 0

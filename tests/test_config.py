@@ -11,6 +11,7 @@ import pytest
 
 from app import seed
 from app.config import Settings, SettingsError, load_settings
+from tests.support import free_port
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -31,7 +32,6 @@ def test_environment_is_read_with_the_movie_prefix(monkeypatch: pytest.MonkeyPat
     settings = load_settings(_env_file=None)
     assert settings.rate_limit_per_minute == 7
     assert settings.trusted_proxies == ["10.0.0.2", "172.16.0.0/12"]
-    assert settings.forwarded_allow_ips == "10.0.0.2,172.16.0.0/12"
     assert settings.log_level == "DEBUG"
 
 
@@ -41,6 +41,10 @@ def test_environment_is_read_with_the_movie_prefix(monkeypatch: pytest.MonkeyPat
         ("MOVIE_RATE_LIMIT_PER_MINUTE", "lots"),
         ("MOVIE_RATE_LIMIT_PER_MINUTE", "0"),
         ("MOVIE_TRUSTED_PROXIES", "not-an-ip"),
+        ("MOVIE_TRUSTED_PROXIES", "*"),
+        ("MOVIE_TRUSTED_PROXIES", "10.0.0.2, *"),
+        ("MOVIE_TRUSTED_PROXIES", "0.0.0.0/0"),
+        ("MOVIE_TRUSTED_PROXIES", "::/0"),
         ("MOVIE_REDIS_URL", "localhost:6379"),
         ("MOVIE_DATABASE_URL", "movies.db"),
         ("MOVIE_LOG_LEVEL", "chatty"),
@@ -69,6 +73,19 @@ def test_processes_refuse_to_start_on_invalid_settings(module: str) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid settings: MOVIE_RATE_LIMIT_PER_MINUTE:")
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_api_refuses_to_trust_every_proxy() -> None:
+    """``MOVIE_TRUSTED_PROXIES='*'`` (anyone could choose their identity) stops ``python -m app``
+    with exit 2 and one line naming the variable, before it serves anything."""
+    env = {**os.environ, "MOVIE_TRUSTED_PROXIES": "*", "MOVIE_PORT": str(free_port())}
+    result = subprocess.run(
+        [sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid settings: MOVIE_TRUSTED_PROXIES: ")
+    assert "'*'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

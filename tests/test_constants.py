@@ -11,6 +11,16 @@ def test_rate_keys_round_trip_for_ipv4_and_ipv6_clients() -> None:
         assert parse_rate_key(rate_key(client, path)) == (client, path)
 
 
+def test_rate_keys_round_trip_for_ipv6_64_clients_and_templates() -> None:
+    """A /64 identity holds ``:/`` itself; the template still parses back whole."""
+    for client, template in [
+        ("2001:db8:1:2::/64", "/movies/{movie_id}"),
+        ("::/64", "/{unmatched}"),
+        ("unknown", "/users/{user_id}/recommendations/refresh"),
+    ]:
+        assert parse_rate_key(rate_key(client, template)) == (client, template)
+
+
 def test_non_rate_keys_do_not_parse() -> None:
     """Other prefixes or malformed keys give None."""
     assert parse_rate_key("cache:movies:gen") is None

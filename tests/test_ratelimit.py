@@ -1,4 +1,5 @@
-"""Rate limiting: one atomic round trip, exact 429s, TTLs always set, identity not forgeable."""
+"""Rate limiting: one atomic round trip, exact 429s, TTLs always set, identity not forgeable,
+one bounded counter per client and route template."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from app.config import Settings
-from app.constants import rate_key
+from app.constants import MAX_RATE_KEY_LENGTH, UNMATCHED_ROUTE_TEMPLATE, rate_key
 from app.main import create_app
-from app.ratelimit import decide
+from app.ratelimit import RouteTemplates, decide
+from movieops import ratelimits
 from tests.conftest import CLIENT_IP
 from tests.support import ThreadedServer, ValkeyProcess
 
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+MOVIE = "/movies/{movie_id}"
 
 
 def test_decision_headers_count_down_and_never_go_negative() -> None:
@@ -58,10 +61,10 @@ async def test_21st_request_gets_exactly_the_documented_429(
     assert refused.headers["ratelimit"] == f'"default";r=0;t={refused.headers["x-ratelimit-reset"]}'
 
 
-async def test_limits_are_per_path_and_probes_are_exempt(
+async def test_limits_are_per_route_and_probes_are_exempt(
     make_settings: Callable[..., Settings], redis: Redis
 ) -> None:
-    """Another path has its own counter; /health and /ready never count or get limited."""
+    """Another route has its own counter; /health and /ready never count or get limited."""
     app = create_app(make_settings(rate_limit_per_minute=2))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
@@ -100,7 +103,7 @@ async def test_every_rate_key_has_a_ttl(
     make_settings: Callable[..., Settings], redis: Redis
 ) -> None:
     """Every rate:* key expires, including one that something left without a TTL."""
-    await redis.set(rate_key(CLIENT_IP, "/movies/1"), 5)  # a counter stranded without expiry
+    await redis.set(rate_key(CLIENT_IP, MOVIE), 5)  # a counter stranded without expiry
     app = create_app(make_settings(rate_limit_per_minute=50))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
@@ -108,11 +111,87 @@ async def test_every_rate_key_has_a_ttl(
             for path in ["/movies", "/movies/1", "/movies?limit=3", "/movies/2", "/nowhere"]:
                 await client.get(path)
     keys = [key async for key in redis.scan_iter(match="rate:*")]
-    assert len(keys) == 4  # the query string is not part of the key
+    assert len(keys) == 3  # /movies, /movies/{movie_id}, /{unmatched}: no query strings
     for key in keys:
         ttl = await redis.pttl(key)
         assert 0 < ttl <= 60_000, key
-    assert int(await redis.get(rate_key(CLIENT_IP, "/movies/1")) or 0) == 6
+    assert int(await redis.get(rate_key(CLIENT_IP, MOVIE)) or 0) == 7
+
+
+async def _statuses_and_keys(
+    make_settings: Callable[..., Settings],
+    redis: Redis,
+    requests: list[tuple[str, str]],
+    limit: int = 10_000,
+) -> tuple[list[int], dict[str, int]]:
+    """Send (method, path) requests from CLIENT_IP; the statuses and every rate key's count."""
+    app = create_app(make_settings(rate_limit_per_minute=limit))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            statuses = [(await client.request(m, path)).status_code for m, path in requests]
+    keys = {key.decode(): int(await redis.get(key) or 0) async for key in redis.scan_iter("rate:*")}
+    return statuses, keys
+
+
+async def test_spellings_of_one_movie_id_share_one_counter(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """/movies/1, /movies/01 and /movies/+1 are one route: one counter, one budget of 3."""
+    paths = ["/movies/1", "/movies/01", "/movies/+1", "/movies/0001"]
+    statuses, keys = await _statuses_and_keys(
+        make_settings, redis, [("GET", p) for p in paths], limit=3
+    )
+    assert statuses[-1] == 429
+    assert keys == {rate_key(CLIENT_IP, MOVIE): 4}
+
+
+async def test_unknown_paths_share_one_bucket_per_client(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """50 distinct unknown paths make exactly one key for the client: /{unmatched}."""
+    requests = [("GET", f"/nowhere-{n}/x{n}") for n in range(50)]
+    statuses, keys = await _statuses_and_keys(make_settings, redis, requests)
+    assert set(statuses) == {404}
+    assert keys == {rate_key(CLIENT_IP, UNMATCHED_ROUTE_TEMPLATE): 50}
+
+
+async def test_a_huge_path_makes_no_long_key(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """A 5 KB path (matched or not) is counted under a short key, never one holding the path."""
+    requests = [("GET", "/" + "a" * 5000), ("GET", "/movies/" + "9" * 5000)]
+    _statuses, keys = await _statuses_and_keys(make_settings, redis, requests)
+    assert set(keys) == {
+        rate_key(CLIENT_IP, UNMATCHED_ROUTE_TEMPLATE),
+        rate_key(CLIENT_IP, MOVIE),
+    }
+    assert max(len(key) for key in keys) <= MAX_RATE_KEY_LENGTH
+
+
+async def test_a_wrong_method_counts_on_its_route(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """DELETE /movies (405) is the /movies route's request, not an unmatched one."""
+    statuses, keys = await _statuses_and_keys(
+        make_settings, redis, [("DELETE", "/movies"), ("GET", "/movies")]
+    )
+    assert statuses == [405, 200]
+    assert keys == {rate_key(CLIENT_IP, "/movies"): 2}
+
+
+def test_route_template_is_the_matched_routes_path(make_settings: Callable[..., Settings]) -> None:
+    """Full match first, then a partial one (wrong method), else /{unmatched}."""
+    templates = RouteTemplates(create_app(make_settings()).router.routes)
+
+    def template(method: str, path: str) -> str:
+        scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+        return templates.template_for(scope)
+
+    assert template("GET", "/movies/5/ratings") == "/movies/{movie_id}/ratings"
+    assert template("PATCH", "/movies/abc") == MOVIE
+    assert template("PUT", "/movies") == "/movies"
+    assert template("GET", "/movies/5/nope") == UNMATCHED_ROUTE_TEMPLATE
 
 
 async def test_limiter_recovers_when_redis_forgets_its_script(
@@ -190,3 +269,33 @@ def test_short_exemption_tokens_are_refused() -> None:
 
     with pytest.raises(SettingsError, match="MOVIE_RATE_LIMIT_EXEMPT_TOKENS"):
         load_settings(rate_limit_exempt_tokens="short", _env_file=None)
+
+
+def test_rate_limits_view_filters_by_route_and_normalised_client(
+    valkey: ValkeyProcess, redis: Redis
+) -> None:
+    """`movieops rate-limits`: --path takes a template or a path on it, --client an address
+    (IPv6: its /64, IPv4-mapped: its IPv4); --reset normalises the same way."""
+    with SyncRedis.from_url(valkey.url) as client:
+        for key_client, template in [
+            ("2001:db8:1:2::/64", MOVIE),
+            ("2001:db8:1:2::/64", "/movies"),
+            ("203.0.113.7", MOVIE),
+            ("203.0.113.7", UNMATCHED_ROUTE_TEMPLATE),
+        ]:
+            client.set(rate_key(key_client, template), 3, px=60_000)
+
+        def shown(client_filter: str | None, path: str | None) -> set[tuple[str, str]]:
+            counters = ratelimits.read_counters(client, 20, client_filter, path)
+            return {(c.client, c.path) for c in counters}
+
+        assert shown(None, "/movies/7") == {("2001:db8:1:2::/64", MOVIE), ("203.0.113.7", MOVIE)}
+        assert shown(None, MOVIE) == shown(None, "/movies/7")
+        assert shown(None, "/nowhere") == set()
+        assert shown(None, UNMATCHED_ROUTE_TEMPLATE) == {("203.0.113.7", UNMATCHED_ROUTE_TEMPLATE)}
+        assert shown("2001:db8:1:2::99", None) == {
+            ("2001:db8:1:2::/64", MOVIE),
+            ("2001:db8:1:2::/64", "/movies"),
+        }
+        assert shown("::ffff:203.0.113.7", "/movies/1") == {("203.0.113.7", MOVIE)}
+        assert ratelimits.reset_client(client, "2001:db8:1:2:ffff::1") == 2
