@@ -18,7 +18,7 @@ from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from app.config import Settings
-from app.constants import QUEUE_NAME
+from app.jobcodec import arq_client
 
 log = logging.getLogger("app.redis")
 
@@ -84,7 +84,7 @@ class RedisGuard:
             retry=None,
             health_check_interval=0,
         )
-        client = ArqRedis(pool, default_queue_name=QUEUE_NAME)
+        client = arq_client(pool)  # job records as JSON, never pickle
         breaker = CircuitBreaker(
             threshold=settings.redis_breaker_threshold,
             cooldown_seconds=settings.redis_breaker_cooldown_seconds,
