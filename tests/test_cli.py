@@ -427,6 +427,9 @@ def test_failing_service_is_named_and_a_bundle_is_saved(tmp_path: Path) -> None:
         "health.txt",
         "versions.json",
     }
+    status_json = (bundle / "status.json").read_text()
+    assert f"redis://:{REDACTED}@" in status_json
+    assert (tmp_path / ".movieops" / "redis.password").read_text() not in status_json
     assert "movieops-cannot-write" in (bundle / "logs.txt").read_text()
     assert any("movieops-cannot-write" in line for line in data["last_log_lines"])
 
