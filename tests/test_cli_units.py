@@ -15,7 +15,8 @@ from app.jobs import JobState, JobView
 from movieops.contract import build_command, ensure_token, read_token
 from movieops.contract_hooks import fresh_idempotency_keys
 from movieops.embedded import VALKEY_MAXMEMORY, valkey_launch
-from movieops.errors import ExitCode, JobTimeout, MovieOpsError, UsageError
+from movieops.errors import ExitCode, JobTimeout, MovieOpsError, NotRunning, UsageError
+from movieops.jobs import show_job
 from movieops.output import envelope, jsonable
 from movieops.runtime.compose import compose_env, parse_ps
 from movieops.runtime.local import (
@@ -25,7 +26,8 @@ from movieops.runtime.local import (
     supervisord_config,
     with_password,
 )
-from tests.clihelp import SCHEMA
+from tests.clihelp import SCHEMA, Cli
+from tests.support import free_port
 
 
 def test_exit_codes_are_distinct_and_documented() -> None:
@@ -259,3 +261,15 @@ def test_following_a_log_continues_after_supervisord_rotates_it(tmp_path: Path) 
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+async def test_an_unreachable_redis_is_named_without_its_password(tmp_path: Path) -> None:
+    """`cannot reach Redis at …` (jobs and rate-limits alike) shows the URL redacted."""
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    with pytest.raises(NotRunning) as caught:
+        await show_job(url, "refresh:1")
+    assert caught.value.message.startswith("cannot reach Redis at redis://:***@127.0.0.1:")
+    result = Cli(tmp_path, {"MOVIE_REDIS_URL": url})("rate-limits")
+    assert result.exit_code == 9
+    assert "redis://:***@127.0.0.1:" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
