@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.jobs import Job, JobDef, JobResult, JobStatus
+from arq.jobs import DeserializationError, JobDef, JobResult, JobStatus
 
 from app.constants import (
     ARQ_RESULT_KEY_PREFIX,
@@ -19,6 +19,7 @@ from app.constants import (
     REFRESH_JOB,
     refresh_job_id,
 )
+from app.jobcodec import error_text, job_handle
 
 
 class TriggerState(StrEnum):
@@ -38,6 +39,13 @@ class JobState(StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"
     NOT_FOUND = "not_found"
+    CORRUPT = "corrupt"  # its record in Redis is not JSON written by this service: never decoded
+
+
+CORRUPT_RECORD = (
+    "the job's record in Redis is not a JSON job record written by this service; it was not "
+    "decoded (queue the job again to replace it)"
+)
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ async def trigger_refresh(redis: ArqRedis, user_id: int) -> TriggerState:
     for _ in range(3):
         if await redis.enqueue_job(REFRESH_JOB, user_id, _job_id=job_id, _queue_name=QUEUE_NAME):
             return TriggerState.QUEUED
-        status = await Job(job_id, redis, _queue_name=QUEUE_NAME).status()
+        status = await job_handle(redis, job_id).status()
         if status is JobStatus.in_progress:
             return TriggerState.IN_PROGRESS
         if status in (JobStatus.queued, JobStatus.deferred):
@@ -78,11 +86,16 @@ async def trigger_refresh(redis: ArqRedis, user_id: int) -> TriggerState:
 
 async def describe_job(redis: ArqRedis, job_id: str) -> JobView:
     """The state, tries, times and outcome of a job, from arq's keys."""
-    job = Job(job_id, redis, _queue_name=QUEUE_NAME)
+    job = job_handle(redis, job_id)
     status = await job.status()
     if status is JobStatus.not_found:
         return JobView(job_id, JobState.NOT_FOUND)
-    info = await job.info()
+    try:
+        info = await job.info()
+    except DeserializationError:
+        return JobView(job_id, JobState.CORRUPT, error=CORRUPT_RECORD)
+    if info is not None and not _well_formed(info):
+        return JobView(job_id, JobState.CORRUPT, error=CORRUPT_RECORD)
     if isinstance(info, JobResult):
         ok = info.success
         return JobView(
@@ -95,7 +108,7 @@ async def describe_job(redis: ArqRedis, job_id: str) -> JobView:
             started_at=info.start_time,
             finished_at=info.finish_time,
             result=info.result if ok else None,
-            error=None if ok else f"{type(info.result).__name__}: {info.result}",
+            error=None if ok else error_text(info.result),
         )
     state = {
         JobStatus.in_progress: JobState.IN_PROGRESS,
@@ -113,7 +126,18 @@ async def describe_job(redis: ArqRedis, job_id: str) -> JobView:
     )
 
 
+def _well_formed(info: JobDef) -> bool:
+    """Whether a decoded record has the types arq itself writes (JSON from elsewhere may not)."""
+    return (
+        isinstance(info.function, str)
+        and isinstance(info.args, list | tuple)
+        and isinstance(info.kwargs, dict)
+        and isinstance(info.job_try, int | None)
+        and (not isinstance(info, JobResult) or isinstance(info.success, bool))
+    )
+
+
 async def job_pending(redis: ArqRedis, job_id: str) -> bool:
     """Whether a job is queued, deferred or running."""
-    status = await Job(job_id, redis, _queue_name=QUEUE_NAME).status()
+    status = await job_handle(redis, job_id).status()
     return status in (JobStatus.queued, JobStatus.deferred, JobStatus.in_progress)

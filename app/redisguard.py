@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.config import Settings
-from app.constants import QUEUE_NAME
+from app.jobcodec import arq_client
 
 log = logging.getLogger("app.redis")
 
@@ -135,7 +135,7 @@ class RedisGuard:
             retry=None,
             health_check_interval=0,
         )
-        client = ArqRedis(pool, default_queue_name=QUEUE_NAME)
+        client = arq_client(pool)  # job records as JSON, never pickle
         breaker = CircuitBreaker(
             threshold=settings.redis_breaker_threshold,
             cooldown_seconds=settings.redis_breaker_cooldown_seconds,

@@ -33,6 +33,7 @@ from app.constants import (
     catch_up_job_id,
 )
 from app.db import create_engine, create_schema
+from app.jobcodec import CODEC
 from app.logs import configure_logging
 from app.refresh import refresh_users, users_needing_refresh
 
@@ -138,6 +139,9 @@ def build_worker_settings(settings: Settings) -> type:
         "on_startup": startup,
         "on_shutdown": shutdown,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        # Jobs and results as JSON: a job record someone else wrote into Redis is refused
+        # (the job fails with DeserializationError), never unpickled.
+        **CODEC,
         "queue_name": QUEUE_NAME,
         "health_check_key": HEALTH_CHECK_KEY,
         "health_check_interval": settings.worker_health_check_seconds,

@@ -21,6 +21,7 @@ from sqlalchemy import insert
 
 from app.constants import ARQ_IN_PROGRESS_KEY_PREFIX, HEALTH_CHECK_KEY, QUEUE_NAME
 from app.db import RatingRow, create_engine, utcnow
+from app.jobcodec import CODEC
 from app.jobs import JobState, describe_job, trigger_refresh
 from bench.procs import BenchError, Processes, clean_env, log_tail
 
@@ -98,7 +99,9 @@ async def measure_refresh(redis_url: str, count: int, poll_delay_ms: int) -> lis
     """Queue ``count`` refreshes one after another; a random pause before each one keeps the
     enqueue instants independent of the worker's poll phase."""
     rng = random.Random(11)
-    redis = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=QUEUE_NAME)
+    redis = await create_pool(
+        RedisSettings.from_dsn(redis_url), default_queue_name=QUEUE_NAME, **CODEC
+    )
     try:
         try:
             async with asyncio.timeout(60):

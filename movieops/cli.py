@@ -37,6 +37,7 @@ from movieops.probes import redis_client, run_probes
 from movieops.runtime import Endpoints, Runtime, ServiceState, UpOptions
 from movieops.runtime.compose import ComposeRuntime, docker_problem
 from movieops.runtime.local import LocalRuntime, parse_since
+from movieops.secrets import redact_url
 from movieops.settings import CliSettings, load_cli_settings, load_stack_settings
 from movieops.stack import ServiceProgress, bring_up, failing
 
@@ -401,7 +402,7 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
                 )
                 for name, url in [
                     ("api", endpoints.api_url),
-                    ("redis", endpoints.redis_url),
+                    ("redis", redact_url(endpoints.redis_url)),
                     ("worker", None),
                 ]
             ]
@@ -437,7 +438,7 @@ def health(
                 return probes
             if not wait and len(bad) == len(probes):
                 raise NotRunning(
-                    f"nothing answers at {endpoints.api_url} or {endpoints.redis_url}",
+                    f"nothing answers at {endpoints.api_url} or {redact_url(endpoints.redis_url)}",
                     hint="start the stack with `movieops up` (or check --api-url/--redis-url)",
                     data=probes,
                 )
@@ -544,7 +545,7 @@ def rate_limits(
                 )
         except (OSError, RedisError) as exc:
             raise NotRunning(
-                f"cannot reach Redis at {url}: {exc}",
+                f"cannot reach Redis at {redact_url(url)}: {exc}",
                 hint="start the stack with `movieops up`, or pass --redis-url",
             ) from None
 

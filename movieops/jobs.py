@@ -19,8 +19,10 @@ from app.constants import (
     QUEUE_NAME,
     refresh_job_id,
 )
+from app.jobcodec import arq_client_from_url
 from app.jobs import JobState, JobView, describe_job, trigger_refresh
 from movieops.errors import JobFailed, JobTimeout, NotRunning
+from movieops.secrets import redact_url
 
 RECENT_SECONDS = 60
 T = TypeVar("T")
@@ -46,8 +48,15 @@ class RefreshOutcome:
 
 
 def _client(redis_url: str) -> ArqRedis:
-    client: ArqRedis = ArqRedis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
-    return client
+    """The CLI's arq client: job records as JSON (app.jobcodec), never pickle."""
+    return arq_client_from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+
+
+def _corrupt(view: JobView) -> JobFailed:
+    return JobFailed(
+        f"job {view.job_id} cannot be read: {view.error}",
+        hint="queue it again (e.g. `movieops refresh --user N --force`) to replace the record",
+    )
 
 
 async def _guarded(redis_url: str, work: Awaitable[T]) -> T:
@@ -55,7 +64,7 @@ async def _guarded(redis_url: str, work: Awaitable[T]) -> T:
         return await work
     except (RedisError, OSError) as exc:
         raise NotRunning(
-            f"cannot reach Redis at {redis_url}: {exc}",
+            f"cannot reach Redis at {redact_url(redis_url)}: {exc}",
             hint="start the stack with `movieops up`, or pass --redis-url",
         ) from None
 
@@ -83,7 +92,7 @@ async def refresh(redis_url: str, user_id: int, force: bool) -> RefreshOutcome:
         view = await _guarded(redis_url, describe_job(redis, job_id))
         return RefreshOutcome(user_id, job_id, action, view)
     finally:
-        await redis.aclose()
+        await redis.aclose(close_connection_pool=True)
 
 
 async def wait_for(redis_url: str, job_id: str, within: float) -> JobView:
@@ -97,6 +106,8 @@ async def wait_for(redis_url: str, job_id: str, within: float) -> JobView:
                 return view
             if view.state is JobState.FAILED:
                 raise JobFailed(f"job {job_id} failed: {view.error}", data=view)
+            if view.state is JobState.CORRUPT:
+                raise _corrupt(view)
             if time.monotonic() >= deadline:
                 raise JobTimeout(
                     f"job {job_id} still {view.state.value} after {within:g}s",
@@ -105,7 +116,7 @@ async def wait_for(redis_url: str, job_id: str, within: float) -> JobView:
                 )
             await asyncio.sleep(0.05)
     finally:
-        await redis.aclose()
+        await redis.aclose(close_connection_pool=True)
 
 
 async def list_jobs(redis_url: str) -> list[JobView]:
@@ -123,8 +134,10 @@ async def list_jobs(redis_url: str) -> list[JobView]:
         job_ids = await _guarded(redis_url, collect())
         views = [await _guarded(redis_url, describe_job(redis, i)) for i in job_ids]
     finally:
-        await redis.aclose()
-    order = {"in_progress": 0, "queued": 1, "deferred": 2, "failed": 3, "complete": 4}
+        await redis.aclose(close_connection_pool=True)
+    order = {
+        "in_progress": 0, "queued": 1, "deferred": 2, "corrupt": 3, "failed": 4, "complete": 5,
+    }  # fmt: skip
     return sorted(
         (v for v in views if v.state is not JobState.NOT_FOUND),
         key=lambda v: (order.get(v.state.value, 9), v.job_id),
@@ -132,9 +145,12 @@ async def list_jobs(redis_url: str) -> list[JobView]:
 
 
 async def show_job(redis_url: str, job_id: str) -> JobView:
-    """One job."""
+    """One job; JobFailed when its record in Redis cannot be decoded."""
     redis = _client(redis_url)
     try:
-        return await _guarded(redis_url, describe_job(redis, job_id))
+        view = await _guarded(redis_url, describe_job(redis, job_id))
     finally:
-        await redis.aclose()
+        await redis.aclose(close_connection_pool=True)
+    if view.state is JobState.CORRUPT:
+        raise _corrupt(view)
+    return view

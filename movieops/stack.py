@@ -166,7 +166,7 @@ def bring_up(
             runtime.name,
             True,
             round(time.monotonic() - started, 2),
-            runtime.endpoints(),
+            runtime.endpoints().redacted(),
             runtime.status(),
             notes,
         )
@@ -195,7 +195,7 @@ def bring_up(
         runtime.name,
         False,
         round(time.monotonic() - started, 2),
-        runtime.endpoints(),
+        runtime.endpoints().redacted(),
         runtime.status(),
         notes,
     )

@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -24,6 +25,11 @@ class ExternalRedis(ValkeyProcess):
 
     def __init__(self, url: str) -> None:
         super().__init__(port=0)
+        if urlsplit(url).password is None:
+            raise pytest.UsageError(
+                "MOVIEOPS_TEST_REDIS_URL must carry the server's password "
+                "(redis://:PASSWORD@host:port/0): the tests run against an authenticated Redis"
+            )
         self._url = url
 
     @property

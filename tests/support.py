@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 import socket
 import tempfile
 import threading
@@ -24,11 +25,16 @@ def free_port() -> int:
 
 
 class ValkeyProcess(ValkeyServer):
-    """A throw-away embedded valkey-server on a free port (no persistence)."""
+    """A throw-away embedded valkey-server on a free port (no persistence), with a password of
+    its own like every Redis the stack runs: ``url`` carries it, and nothing talks to the server
+    without it."""
 
     def __init__(self, port: int | None = None) -> None:
         super().__init__(
-            port or free_port(), Path(tempfile.mkdtemp(prefix="valkey-test-")), persistent=False
+            port or free_port(),
+            Path(tempfile.mkdtemp(prefix="valkey-test-")),
+            persistent=False,
+            password=secrets.token_hex(24),
         )
 
 

@@ -14,13 +14,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import pytest
+from redis import Redis
+from redis.exceptions import AuthenticationError
 
 from movieops import __version__
+from movieops.secrets import REDACTED
 from tests.clihelp import Cli
-from tests.support import free_port
+from tests.support import ValkeyProcess, free_port
+from tests.test_worker import planted_pickle
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +56,19 @@ def api(local: Cli) -> str:
     return f"http://127.0.0.1:{local.env['MOVIE_PORT']}"
 
 
+def _state(local: Cli) -> Path:
+    return local.project_dir / ".movieops"
+
+
+def _password(local: Cli) -> str:
+    """The password `up` generated for the local stack's Redis."""
+    return (_state(local) / "redis.password").read_text().strip()
+
+
+def _authenticated_url(local: Cli) -> str:
+    return local.env["MOVIE_REDIS_URL"].replace("redis://", f"redis://:{_password(local)}@")
+
+
 def test_up_is_healthy_and_a_second_up_is_a_quick_no_op(local: Cli, api: str) -> None:
     """The stack answers; `up` again says it is already running, without restarting anything."""
     assert httpx.get(f"{api}/ready").status_code == 200
@@ -73,8 +92,61 @@ def test_status_lists_every_service_running_with_uptime(local: Cli) -> None:
     assert all(s["state"] == "running" for s in services.values())
     assert services["api"]["uptime_seconds"] > 0
     assert services["api"]["restarts"] == 0
-    assert services["redis"]["url"] == local.env["MOVIE_REDIS_URL"]
+    assert services["redis"]["url"] == local.env["MOVIE_REDIS_URL"].replace(
+        "redis://", f"redis://:{REDACTED}@"
+    )
     assert "running" in local("status").stdout
+
+
+def test_the_local_redis_refuses_clients_without_the_password(local: Cli) -> None:
+    """NOAUTH for a client without the password; the generated one (in MOVIE_REDIS_URL of the
+    API and worker) works, and the server runs protected, capped and never evicting."""
+    with (
+        Redis.from_url(local.env["MOVIE_REDIS_URL"]) as anonymous,
+        pytest.raises(AuthenticationError),
+    ):
+        anonymous.ping()
+    with Redis.from_url(_authenticated_url(local)) as client:
+        assert client.ping()
+        config = client.config_get("*")
+    assert config["protected-mode"] == "yes"
+    assert config["maxmemory-policy"] == "noeviction"
+    assert int(config["maxmemory"]) == 256 * 1024 * 1024
+
+
+def test_the_tests_redis_refuses_clients_without_the_password(valkey: ValkeyProcess) -> None:
+    """Every test talks to an authenticated server: without the password, NOAUTH."""
+    parts = urlsplit(valkey.url)
+    assert parts.password
+    bare = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+    with Redis.from_url(bare) as anonymous, pytest.raises(AuthenticationError):
+        anonymous.ping()
+
+
+def test_the_redis_password_is_never_shown_nor_on_a_command_line(local: Cli) -> None:
+    """status and up (human and --json) show the URL redacted; no process of the stack has the
+    password in its argv; the files holding it are 0600 inside a 0700 .movieops."""
+    password = _password(local)
+    outputs = [
+        local("status", "--json").stdout,
+        local("status").stdout,
+        local("up", "--json").stdout,
+    ]
+    human_up = local("up")
+    outputs += [human_up.stdout, human_up.stderr]
+    assert all(password not in text for text in outputs)
+    assert f"redis://:{REDACTED}@" in outputs[0]
+    assert "***" in human_up.stderr
+    supervisord = psutil.Process(int((_state(local) / "supervisord.pid").read_text()))
+    processes = [supervisord, *supervisord.children(recursive=True)]
+    assert len(processes) >= 4  # supervisord, valkey-server, the API and the worker
+    for process in processes:
+        assert password not in " ".join(process.cmdline())
+    state = _state(local)
+    assert state.stat().st_mode & 0o777 == 0o700
+    for name in ("supervisord.conf", "valkey.conf", "redis.password"):
+        assert (state / name).stat().st_mode & 0o777 == 0o600, name
+    assert password in (state / "valkey.conf").read_text()
 
 
 def test_health_probes_every_part(local: Cli) -> None:
@@ -146,6 +218,29 @@ def test_jobs_ls_and_show(local: Cli) -> None:
     missing = local.json("jobs", "show", "refresh:99999", code=9)
     assert missing["error"]["code"] == "not_running"
     assert local("jobs", "show", "bad id!").exit_code == 2
+
+
+def test_jobs_show_of_a_planted_pickle_is_one_line_and_never_unpickled(
+    local: Cli, tmp_path: Path
+) -> None:
+    """A pickle written into arq:result:{id}: `jobs show` exits 7 with one line naming the
+    unreadable record, `jobs ls` lists it as corrupt, and the payload never runs."""
+    marker = tmp_path / "pwned"
+    with Redis.from_url(_authenticated_url(local)) as client:
+        client.set("arq:result:refresh:4242", planted_pickle(marker))
+    try:
+        shown = local("jobs", "show", "refresh:4242")
+        assert shown.exit_code == 7
+        assert shown.stderr.startswith("error: job refresh:4242 cannot be read")
+        assert "Traceback" not in shown.stderr
+        assert len(shown.stderr.strip().splitlines()) == 2  # the error and its hint
+        assert local.json("jobs", "show", "refresh:4242", code=7)["error"]["code"] == "job_failed"
+        listed = {j["job_id"]: j["state"] for j in local.json("jobs", "ls")["data"]}
+        assert listed["refresh:4242"] == "corrupt"
+    finally:
+        with Redis.from_url(_authenticated_url(local)) as client:
+            client.delete("arq:result:refresh:4242")
+    assert not marker.exists()
 
 
 def test_logs_tail_and_unknown_service(local: Cli, api: str) -> None:
@@ -332,6 +427,9 @@ def test_failing_service_is_named_and_a_bundle_is_saved(tmp_path: Path) -> None:
         "health.txt",
         "versions.json",
     }
+    status_json = (bundle / "status.json").read_text()
+    assert f"redis://:{REDACTED}@" in status_json
+    assert (tmp_path / ".movieops" / "redis.password").read_text() not in status_json
     assert "movieops-cannot-write" in (bundle / "logs.txt").read_text()
     assert any("movieops-cannot-write" in line for line in data["last_log_lines"])
 
@@ -365,9 +463,7 @@ def test_human_output_is_tables_and_sentences(local: Cli, api: str) -> None:
     assert "valkey-server" in doctor.stdout
     reset = local("rate-limits", "--reset", "--client", "192.0.2.1")
     assert "deleted 0 counter(s) of 192.0.2.1" in reset.stdout
-    attached = local.json(
-        "--api-url", api, "--redis-url", local.env["MOVIE_REDIS_URL"], "status"
-    )  # fmt: skip
+    attached = local.json("--api-url", api, "--redis-url", _authenticated_url(local), "status")
     assert {row["service"]: row["state"] for row in attached["data"]} == {
         "api": "running",
         "redis": "running",

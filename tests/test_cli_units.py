@@ -10,14 +10,24 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from app.config import Settings
 from app.jobs import JobState, JobView
 from movieops.contract import build_command, ensure_token, read_token
 from movieops.contract_hooks import fresh_idempotency_keys
-from movieops.errors import ExitCode, JobTimeout, MovieOpsError, UsageError
+from movieops.embedded import VALKEY_MAXMEMORY, valkey_launch
+from movieops.errors import ExitCode, JobTimeout, MovieOpsError, NotRunning, UsageError
+from movieops.jobs import show_job
 from movieops.output import envelope, jsonable
 from movieops.runtime.compose import compose_env, parse_ps
-from movieops.runtime.local import LocalLayout, parse_since, supervisord_config
-from tests.clihelp import SCHEMA
+from movieops.runtime.local import (
+    LocalLayout,
+    LocalRuntime,
+    parse_since,
+    supervisord_config,
+    with_password,
+)
+from tests.clihelp import SCHEMA, Cli
+from tests.support import free_port
 
 
 def test_exit_codes_are_distinct_and_documented() -> None:
@@ -99,19 +109,70 @@ def test_contract_hook_renews_only_valid_idempotency_keys() -> None:
 
 
 def test_supervisord_config_runs_three_programs_bound_to_loopback(tmp_path: Path) -> None:
-    """valkey (loopback, AOF), api and worker, each restarted, logged, with the environment."""
+    """valkey (from its config file), api and worker, each restarted, logged, with the
+    environment; the valkey config binds loopback, persists (AOF) and requires the password."""
+    launch = valkey_launch(
+        6390, tmp_path / "valkey", tmp_path / "valkey.conf", password="s3cret", persistent=True
+    )
     text = supervisord_config(
-        LocalLayout(tmp_path), tmp_path, "/py", 6390, {"MOVIE_REDIS_URL": "redis://x/0", "P": "50%"}
+        LocalLayout(tmp_path),
+        tmp_path,
+        "/py",
+        launch,
+        {"MOVIE_REDIS_URL": "redis://x/0", "P": "50%"},
     )
     for program in ("valkey", "api", "worker"):
         assert f"[program:{program}]" in text
-    assert "--bind 127.0.0.1" in text
-    assert "--appendonly yes" in text
+    assert f"command={launch.argv[0]} {tmp_path / 'valkey.conf'}" in text
+    assert "s3cret" not in text  # the password is in valkey.conf, not in any command line
     assert "command=/py -m app.worker" in text
     assert 'P="50%%"' in text  # supervisord's own % expansion is escaped
     assert "autorestart=true" in text
     no_redis = supervisord_config(LocalLayout(tmp_path), tmp_path, "/py", None, {})
     assert "[program:valkey]" not in no_redis
+
+
+def test_valkey_launch_is_one_config_file_with_auth_and_a_no_eviction_memory_cap(
+    tmp_path: Path,
+) -> None:
+    """The argv is the binary and the config file; the file binds loopback, turns protected mode
+    on, caps memory without eviction and carries the password (quoted)."""
+    launch = valkey_launch(7001, tmp_path / "d ir", tmp_path / "v.conf", password='p"w')
+    assert launch.argv[1:] == (str(tmp_path / "v.conf"),)
+    lines = launch.config.splitlines()
+    assert {"port 7001", "bind 127.0.0.1", "protected-mode yes", "appendonly yes"} <= set(lines)
+    assert f"maxmemory {VALKEY_MAXMEMORY}" in lines
+    assert "maxmemory-policy noeviction" in lines
+    assert 'requirepass "p\\"w"' in lines
+    assert f'dir "{tmp_path / "d ir"}"' in lines
+    bare = valkey_launch(7001, tmp_path, tmp_path / "v.conf", password=None, persistent=False)
+    assert "appendonly no" in bare.config
+    assert "requirepass" not in bare.config
+
+
+def test_the_redis_url_carries_the_generated_password_but_is_shown_redacted(
+    tmp_path: Path,
+) -> None:
+    """A local MOVIE_REDIS_URL gets .movieops/redis.password (0600, in a 0700 directory); one
+    with a password keeps it; status shows the URL with ``***``."""
+    state = tmp_path / ".movieops"
+    runtime = LocalRuntime(
+        Settings(redis_url="redis://127.0.0.1:6399/0", _env_file=None), state, tmp_path
+    )
+    assert runtime.endpoints().redis_url == "redis://127.0.0.1:6399/0"  # nothing generated yet
+    url = runtime.redis_url(create=True)
+    password = (state / "redis.password").read_text()
+    assert url == f"redis://:{password}@127.0.0.1:6399/0"
+    assert runtime.endpoints().redis_url == url
+    assert (state / "redis.password").stat().st_mode & 0o777 == 0o600
+    assert state.stat().st_mode & 0o777 == 0o700
+    (redis,) = [s for s in runtime.status() if s.service == "redis"]
+    assert redis.url == "redis://:***@127.0.0.1:6399/0"
+    given = LocalRuntime(
+        Settings(redis_url="redis://:mine@localhost:6399/1", _env_file=None), state, tmp_path
+    )
+    assert given.redis_url(create=True) == "redis://:mine@localhost:6399/1"
+    assert with_password("redis://[::1]:7/0", "a/b") == "redis://:a%2Fb@[::1]:7/0"
 
 
 def test_compose_ps_output_in_both_formats_and_env() -> None:
@@ -200,3 +261,15 @@ def test_following_a_log_continues_after_supervisord_rotates_it(tmp_path: Path) 
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+async def test_an_unreachable_redis_is_named_without_its_password(tmp_path: Path) -> None:
+    """`cannot reach Redis at …` (jobs and rate-limits alike) shows the URL redacted."""
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    with pytest.raises(NotRunning) as caught:
+        await show_job(url, "refresh:1")
+    assert caught.value.message.startswith("cannot reach Redis at redis://:***@127.0.0.1:")
+    result = Cli(tmp_path, {"MOVIE_REDIS_URL": url})("rate-limits")
+    assert result.exit_code == 9
+    assert "redis://:***@127.0.0.1:" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout

