@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -15,6 +14,7 @@ from starlette.routing import Match
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.accesslog import AccessLogMiddleware
+from app.bodylimit import BodyLimitMiddleware
 from app.cache import ResponseCache
 from app.config import Settings
 from app.db import create_engine, create_schema, session_factory
@@ -22,6 +22,7 @@ from app.deps import Services
 from app.idempotency import IdempotencyMiddleware
 from app.ratelimit import RateLimiter, RateLimitMiddleware
 from app.redisguard import RedisGuard
+from app.responses import bounded_errors
 from app.routes import health, jobs, movies, ratings, recommendations
 from app.seed import seed_demo_catalog
 
@@ -99,7 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
         errors = exc.errors()
         if any(error.get("type") == "json_invalid" for error in errors):
             return JSONResponse({"detail": "Request body is not valid JSON"}, status_code=400)
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+        return JSONResponse({"detail": bounded_errors(errors)}, status_code=422)
 
     # Outermost last: proxy rewrite -> access log -> rate limit -> idempotency -> routes.
     app.add_middleware(
@@ -107,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
         guard=guard,
         lease_seconds=settings.idempotency_lease_seconds,
         ttl_seconds=settings.idempotency_ttl_seconds,
+        max_response_bytes=settings.idempotency_max_response_bytes,
     )
     app.add_middleware(
         RateLimitMiddleware,
@@ -120,4 +122,10 @@ def create_app(settings: Settings) -> FastAPI:
         # uvicorn's rewrite takes the right-most address not added by a trusted proxy, so a
         # client cannot choose its identity by sending its own X-Forwarded-For.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    # Outermost of all: a body too large or too slow is refused before any other layer runs.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+    )
     return app
