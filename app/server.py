@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, ClassVar, cast
 
 import uvicorn
@@ -12,10 +13,25 @@ from app.config import Settings, load_settings_or_exit
 from app.logs import configure_logging
 from app.main import create_app
 
+MAX_HEADER_BYTES = 65_536
+"""Largest request line plus headers; httptools itself buffers a header of any size."""
+
+
+def _header_too_large_response() -> bytes:
+    body = json.dumps({"detail": f"Request headers larger than {MAX_HEADER_BYTES} bytes"}).encode()
+    head = (
+        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
 
 class HeaderDeadline(asyncio.Protocol):
     """Mixin for uvicorn's HTTP/1.1 protocols: a connection whose request line and headers are
-    not complete within ``header_timeout_seconds`` is closed.
+    not complete within ``header_timeout_seconds`` is closed, and one whose headers pass
+    ``MAX_HEADER_BYTES`` gets 431 and is closed.
 
     uvicorn times out only idle keep-alive connections, so a client that sends part of a request
     and stalls holds its connection (and a ``limit_concurrency`` slot) forever. The deadline is
@@ -27,6 +43,7 @@ class HeaderDeadline(asyncio.Protocol):
     header_timeout_seconds: ClassVar[float] = 10.0
     _header_timer: asyncio.TimerHandle | None = None
     _header_cycle: object = None
+    _header_bytes = 0
     _header_transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -42,9 +59,19 @@ class HeaderDeadline(asyncio.Protocol):
             cycle is None or getattr(cycle, "response_complete", False)
         ):
             self._arm_header_deadline()
+        if self._header_timer is not None:
+            self._header_bytes += len(data)
         super().data_received(data)
-        if self._header_timer is not None and getattr(self, "cycle", None) is not cycle:
+        if self._header_timer is None:
+            return
+        if getattr(self, "cycle", None) is not cycle:
             self._disarm_header_deadline()
+        elif self._header_bytes > MAX_HEADER_BYTES and self._header_transport is not None:
+            self._disarm_header_deadline()
+            transport = cast(asyncio.Transport, self._header_transport)
+            if transport.get_protocol() is self and not transport.is_closing():
+                transport.write(_header_too_large_response())
+                transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """No deadline outlives its connection."""
@@ -54,6 +81,7 @@ class HeaderDeadline(asyncio.Protocol):
     def _arm_header_deadline(self) -> None:
         self._disarm_header_deadline()
         self._header_cycle = getattr(self, "cycle", None)
+        self._header_bytes = 0
         self._header_timer = asyncio.get_running_loop().call_later(
             self.header_timeout_seconds, self._header_deadline_passed
         )

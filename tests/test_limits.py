@@ -18,7 +18,7 @@ from app.bodylimit import BodyLimitMiddleware, declared_length
 from app.config import Settings
 from app.main import create_app
 from app.responses import ECHO_LIMIT, MAX_REPORTED_ERRORS, bounded_errors, errors
-from app.server import uvicorn_limits
+from app.server import MAX_HEADER_BYTES, uvicorn_limits
 from tests.support import ThreadedServer
 
 MOVIE = {"title": "Heat", "year": 1995, "genres": ["Crime"]}
@@ -259,6 +259,20 @@ def test_stalled_headers_close_the_connection(make_settings: Callable[..., Setti
             started = time.monotonic()
             assert is_closed(sock)
             assert time.monotonic() - started < 3
+
+
+def test_headers_over_64_kib_get_431_and_the_connection_closes(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """httptools buffers a header of any size; past MAX_HEADER_BYTES the request is refused."""
+    with api(make_settings()) as server, connection(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * MAX_HEADER_BYTES)
+        status, _, body = read_response(sock)
+        assert status == 431
+        assert json.loads(body) == {
+            "detail": f"Request headers larger than {MAX_HEADER_BYTES} bytes"
+        }
+        assert is_closed(sock)
 
 
 def test_header_deadline_does_not_cut_a_request_whose_headers_arrived(
