@@ -10,11 +10,15 @@ so the rest of the body is never read.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.identity import client_of
 from app.responses import send_problem
+
+log = logging.getLogger("app.bodylimit")
 
 _CLOSE = (b"connection", b"close")
 
@@ -69,10 +73,10 @@ class BodyLimitMiddleware:
         try:
             length = declared_length(scope)
         except ValueError:
-            await send_problem(send, 400, "Content-Length must be one number", [_CLOSE])
+            await _refuse(scope, send, 400, "Content-Length must be one number")
             return
         if length is not None and length > self.max_body_bytes:
-            await send_problem(send, 413, self._too_large, [_CLOSE])
+            await _refuse(scope, send, 413, self._too_large)
             return
 
         received = 0
@@ -112,8 +116,21 @@ class BodyLimitMiddleware:
             # Once a response has started it cannot become a 413/408; returning early lets the
             # server close the connection.
             if not response_started:
-                await send_problem(send, exc.status_code, exc.detail, [_CLOSE])
+                await _refuse(scope, send, exc.status_code, exc.detail)
 
     @property
     def _too_large(self) -> str:
         return f"Request body larger than {self.max_body_bytes} bytes"
+
+
+async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
+    """Answer with problem JSON and close; logged here, as the access log runs inside."""
+    log.info(
+        "%s %s %d refused: %s client=%s",
+        scope["method"],
+        scope["path"],
+        status,
+        detail,
+        client_of(scope),
+    )
+    await send_problem(send, status, detail, [_CLOSE])

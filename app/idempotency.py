@@ -122,7 +122,7 @@ class IdempotencyMiddleware:
         guard: RedisGuard,
         lease_seconds: int,
         ttl_seconds: int,
-        max_response_bytes: int = 65_536,
+        max_response_bytes: int,
     ) -> None:
         if max_response_bytes < 0:
             raise ValueError("max_response_bytes must be at least 0")

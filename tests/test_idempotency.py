@@ -219,7 +219,9 @@ async def test_client_leaving_mid_body_claims_and_runs_nothing(
     """A body cut by a disconnect is neither fingerprinted nor run (it would store a 400)."""
     endpoint = _BigResponder()
     guard = RedisGuard.from_settings(settings)
-    middleware = IdempotencyMiddleware(endpoint, guard, lease_seconds=60, ttl_seconds=3_600)
+    middleware = IdempotencyMiddleware(
+        endpoint, guard, lease_seconds=60, ttl_seconds=3_600, max_response_bytes=1_024
+    )
     messages: list[Message] = [
         {"type": "http.request", "body": b'{"title": "He', "more_body": True},
         {"type": "http.disconnect"},

@@ -160,7 +160,12 @@ async def test_invalid_content_length_is_400() -> None:
         async def send(message: Message) -> None:
             sent.append(message)  # noqa: B023 - called before the loop moves on
 
-        scope = {"type": "http", "headers": [(b"content-length", v) for v in values]}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/movies",
+            "headers": [(b"content-length", v) for v in values],
+        }
         await BodyLimitMiddleware(app, 1024, 1.0)(scope, receive, send)
         assert sent[0]["status"] == 400, values
         assert json.loads(sent[1]["body"]) == {"detail": "Content-Length must be one number"}
