@@ -4,6 +4,8 @@ A first request claims the key with ``SET NX`` and a lease (state ``in_progress`
 fingerprint and an owner token). On completion the owner replaces the claim with the response,
 kept for a day. A 5xx or a crash releases the claim so the retry can run; the lease bounds a crash
 that could not even do that. Without Redis the promise cannot be kept, so such requests get 503.
+A response larger than the storage cap is sent to the client as it comes but not stored: the key
+is released (a retry runs again) and a warning logged, so Redis never holds a large record.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import logging
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -127,23 +129,38 @@ def should_store(status: int) -> bool:
 
 @dataclass
 class CapturedResponse:
-    """The downstream response as it went out."""
+    """The downstream response as it went out (``passed_through``: too large to keep, so it
+    went on to the client instead of being recorded)."""
 
     status: int = 500
     headers: list[tuple[bytes, bytes]] | None = None
-    body: bytes = b""
+    chunks: list[bytes] = field(default_factory=list)
+    passed_through: bool = False
+
+    @property
+    def body(self) -> bytes:
+        """The recorded body."""
+        return b"".join(self.chunks)
 
 
 class IdempotencyMiddleware:
     """Pure ASGI middleware honouring ``Idempotency-Key`` on POST requests."""
 
     def __init__(
-        self, app: ASGIApp, guard: RedisGuard, lease_seconds: int, ttl_seconds: int
+        self,
+        app: ASGIApp,
+        guard: RedisGuard,
+        lease_seconds: int,
+        ttl_seconds: int,
+        max_response_bytes: int,
     ) -> None:
+        if max_response_bytes < 0:
+            raise ValueError("max_response_bytes must be at least 0")
         self.app = app
         self.guard = guard
         self.lease_ms = lease_seconds * 1000
         self.ttl_ms = ttl_seconds * 1000
+        self.max_response_bytes = max_response_bytes
         self._claim = guard.client.register_script(CLAIM_SCRIPT)
         self._finish = guard.client.register_script(FINISH_SCRIPT)
 
@@ -168,6 +185,8 @@ class IdempotencyMiddleware:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
         body = await _read_body(receive)
+        if body is None:  # the client left mid-body: nothing to claim, run or answer
+            return
         record_key = idempotency_key(client_of(scope), "POST", scope["path"], key)
         request_fingerprint = fingerprint("POST", scope["path"], body)
         owner = uuid.uuid4().hex
@@ -192,11 +211,21 @@ class IdempotencyMiddleware:
             return
 
         captured = CapturedResponse()
+        capture = _capture(captured, send, self.max_response_bytes)
         try:
-            await self.app(scope, _replay_body(body, receive), _capture(captured))
+            await self.app(scope, _replay_body(body, receive), capture)
         except BaseException:
             await self._release(record_key, owner)
             raise
+        if captured.passed_through:
+            # Already sent; too large to keep, so the key must not promise a replay.
+            await self._release(record_key, owner)
+            log.warning(
+                "idempotency record %s not stored: response larger than %d bytes",
+                record_key,
+                self.max_response_bytes,
+            )
+            return
         if should_store(captured.status):
             await self._complete(record_key, owner, request_fingerprint, captured)
         else:
@@ -285,16 +314,20 @@ class IdempotencyMiddleware:
             log.error("idempotency record %s not released: redis unavailable", record_key)
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client disconnected first.
+
+    Bounded by the body limits in front (size and per-part deadline), so it neither grows nor
+    waits without end; a partial body must not be fingerprinted or run.
+    """
     chunks: list[bytes] = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
 def _replay_body(body: bytes, downstream: Receive) -> Receive:
@@ -311,15 +344,29 @@ def _replay_body(body: bytes, downstream: Receive) -> Receive:
     return receive
 
 
-def _capture(captured: CapturedResponse) -> Send:
-    chunks: list[bytes] = []
+def _capture(captured: CapturedResponse, client: Send, limit: int) -> Send:
+    """Record the response while its body fits in ``limit`` bytes; past that, send what was
+    recorded and everything after it straight on to ``client`` (memory stays bounded)."""
+    size = 0
 
     async def send(message: Message) -> None:
-        if message["type"] == "http.response.start":
+        nonlocal size
+        if captured.passed_through:
+            await client(message)
+        elif message["type"] == "http.response.start":
             captured.status = message["status"]
             captured.headers = list(message.get("headers", []))
         elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-            captured.body = b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= limit:
+                captured.chunks.append(chunk)
+                return
+            captured.passed_through = True
+            start = {"type": "http.response.start", "status": captured.status}
+            await client({**start, "headers": captured.headers or []})
+            await client({"type": "http.response.body", "body": captured.body, "more_body": True})
+            captured.chunks.clear()
+            await client(message)
 
     return send

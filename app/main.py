@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.accesslog import AccessLogMiddleware
+from app.bodylimit import BodyLimitMiddleware
 from app.cache import ResponseCache
 from app.config import Settings
 from app.db import create_engine, create_schema, session_factory
@@ -22,6 +22,7 @@ from app.idempotency import IdempotencyMiddleware
 from app.identity import IdentityMiddleware
 from app.ratelimit import RateLimiter, RateLimitMiddleware
 from app.redisguard import RedisGuard
+from app.responses import bounded_errors
 from app.routes import health, jobs, movies, ratings, recommendations
 from app.seed import seed_demo_catalog
 
@@ -99,14 +100,15 @@ def create_app(settings: Settings) -> FastAPI:
         errors = exc.errors()
         if any(error.get("type") == "json_invalid" for error in errors):
             return JSONResponse({"detail": "Request body is not valid JSON"}, status_code=400)
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+        return JSONResponse({"detail": bounded_errors(errors)}, status_code=422)
 
-    # Outermost last: identity -> access log -> rate limit -> idempotency -> routes.
+    # Outermost last: body limit -> identity -> access log -> rate limit -> idempotency -> routes.
     app.add_middleware(
         IdempotencyMiddleware,
         guard=guard,
         lease_seconds=settings.idempotency_lease_seconds,
         ttl_seconds=settings.idempotency_ttl_seconds,
+        max_response_bytes=settings.idempotency_max_response_bytes,
     )
     app.add_middleware(
         RateLimitMiddleware,
@@ -120,4 +122,10 @@ def create_app(settings: Settings) -> FastAPI:
     # The client identity, once per request: the peer, or (from a trusted proxy only) the
     # right-most untrusted X-Forwarded-For address; a client cannot choose its identity.
     app.add_middleware(IdentityMiddleware, trusted_proxies=settings.trusted_proxies)
+    # Outermost of all: a body too large or too slow is refused before any other layer runs.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+    )
     return app

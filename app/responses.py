@@ -1,11 +1,14 @@
 """OpenAPI documentation of statuses and headers, so every answer a route can give is declared,
-and the JSON error answer the pure-ASGI middlewares send themselves."""
+the JSON error answer the pure-ASGI middlewares send themselves, and validation errors bounded so
+that an error never repeats more than a little of what the client sent."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
+from fastapi.encoders import jsonable_encoder
 from starlette.types import Send
 
 from app.models import Problem, ValidationProblem
@@ -49,19 +52,27 @@ CACHE_HEADERS: dict[str, Any] = {
 }
 
 _ERRORS: dict[int, tuple[str, type[Any]]] = {
-    400: ("Malformed request: invalid JSON or Idempotency-Key.", Problem),
+    400: ("Malformed request: invalid JSON, Content-Length or Idempotency-Key.", Problem),
     404: ("No such resource.", Problem),
+    408: ("The request body did not arrive in time (each part within the body timeout).", Problem),
     409: ("A request with this Idempotency-Key is still in progress.", Problem),
+    413: ("The request body is larger than the API accepts.", Problem),
     422: ("Invalid input, or an Idempotency-Key reused with a different body.", ValidationProblem),
     429: ("Too many requests in this window for this client and path.", Problem),
     503: ("A dependency is unavailable (e.g. Redis, for Idempotency-Key requests).", Problem),
 }
 
 
+# A route that can answer 400 reads a body (or an Idempotency-Key): the body limits apply to it.
+_BODY_LIMIT_ERRORS = (408, 413)
+
+
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """Documented error responses for ``codes``; 429 always, with its required headers."""
+    """Documented error responses for ``codes``; 429 always, with its required headers, and the
+    body limits' 408 and 413 wherever 400 is declared."""
     documented: dict[int | str, dict[str, Any]] = {}
-    for code in sorted({*codes, 429}):
+    limits = _BODY_LIMIT_ERRORS if 400 in codes else ()
+    for code in sorted({*codes, *limits, 429}):
         description, model = _ERRORS[code]
         entry: dict[str, Any] = {"model": model, "description": description}
         if code == 429:
@@ -123,3 +134,49 @@ async def send_problem(
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+ECHO_LIMIT = 100
+"""Characters of client input a validation error repeats (longer strings are cut, with "…")."""
+MAX_REPORTED_ERRORS = 20
+"""Validation errors listed in one answer (the first ones)."""
+_MSG_LIMIT = 300
+_OMIT = object()
+
+
+def _cut(text: str, limit: int = ECHO_LIMIT) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _echo(value: Any) -> Any:
+    """``value`` as JSON if short, a cut string, or ``_OMIT`` (a large object or array)."""
+    value = jsonable_encoder(value)
+    if isinstance(value, str):
+        return _cut(value)
+    if len(json.dumps(value)) <= ECHO_LIMIT:
+        return value
+    return _OMIT
+
+
+def bounded_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors as ``{type, loc, msg[, input][, ctx]}`` that repeat little of the input.
+
+    Pydantic puts the offending value in ``input`` (for a missing field: the whole body) and may
+    put it in ``ctx``; an answer repeating a 1 MB title would cost more than the request. Strings
+    are cut at ``ECHO_LIMIT`` characters, large objects and arrays left out, and only the first
+    ``MAX_REPORTED_ERRORS`` errors listed (each unknown field is an error of its own).
+    """
+    bounded: list[dict[str, Any]] = []
+    for error in list(errors)[:MAX_REPORTED_ERRORS]:
+        item: dict[str, Any] = {
+            "type": str(error["type"]),
+            "loc": [_cut(part) if isinstance(part, str) else part for part in error["loc"]],
+            "msg": _cut(str(error["msg"]), _MSG_LIMIT),
+        }
+        if "input" in error and (echoed := _echo(error["input"])) is not _OMIT:
+            item["input"] = echoed
+        if error.get("ctx"):
+            ctx = {key: _echo(value) for key, value in error["ctx"].items()}
+            item["ctx"] = {key: value for key, value in ctx.items() if value is not _OMIT}
+        bounded.append(item)
+    return bounded

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -39,20 +40,24 @@ class ValkeyProcess(ValkeyServer):
 
 
 class ThreadedServer:
-    """A real uvicorn HTTP server for ``app`` on a free port, in a background thread."""
+    """A real uvicorn HTTP server for ``app`` on a free port, in a background thread
+    (``options``: more ``uvicorn.Config`` arguments, overriding the defaults here)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
         self.port = free_port()
         config = uvicorn.Config(
             app,
-            host="127.0.0.1",
-            port=self.port,
-            proxy_headers=False,
-            access_log=False,
-            log_config=None,
-            lifespan="on",
-            limit_concurrency=1000,
-            backlog=1024,
+            **{
+                "host": "127.0.0.1",
+                "port": self.port,
+                "proxy_headers": False,
+                "access_log": False,
+                "log_config": None,
+                "lifespan": "on",
+                "limit_concurrency": 1000,
+                "backlog": 1024,
+                **options,
+            },
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -6,12 +6,16 @@ import asyncio
 import json
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from starlette.types import Message, Receive, Scope, Send
 
 from app import repository
+from app.config import Settings
 from app.constants import idempotency_key
-from app.idempotency import Verdict, fingerprint, judge, should_store
+from app.idempotency import IdempotencyMiddleware, Verdict, fingerprint, judge, should_store
+from app.redisguard import RedisGuard
 from tests.conftest import CLIENT_IP
 
 MOVIE = {"title": "Heat", "year": 1995, "genres": ["Crime"]}
@@ -169,3 +173,78 @@ async def test_completed_record_is_kept_for_a_day(client: httpx.AsyncClient, red
     await client.post("/movies", json=MOVIE, headers={"Idempotency-Key": "ttl"})
     ttl = await redis.pttl(idempotency_key(CLIENT_IP, "POST", "/movies", "ttl"))
     assert 86_000_000 < ttl <= 86_400_000
+
+
+class _BigResponder:
+    """An endpoint whose 201 body (three parts of 2 000 bytes) is larger than the storage cap."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.calls += 1
+        await receive()
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        for last in (False, False, True):
+            await send({"type": "http.response.body", "body": b"x" * 2_000, "more_body": not last})
+
+
+async def test_response_over_the_cap_is_sent_not_stored_and_the_key_released(
+    settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Too large to keep: the client gets it whole, the key is free (a retry runs), a warning."""
+    endpoint = _BigResponder()
+    guard = RedisGuard.from_settings(settings)
+    middleware = IdempotencyMiddleware(
+        endpoint, guard, lease_seconds=60, ttl_seconds=3_600, max_response_bytes=1_024
+    )
+    transport = httpx.ASGITransport(app=middleware, client=(CLIENT_IP, 1))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            for _ in range(2):
+                response = await http.post("/big", content=b"{}", headers={"Idempotency-Key": "b"})
+                assert response.status_code == 201
+                assert response.content == b"x" * 6_000
+                assert "idempotent-replayed" not in response.headers
+    finally:
+        await guard.aclose()
+    assert endpoint.calls == 2
+    assert await redis.exists(idempotency_key(CLIENT_IP, "POST", "/big", "b")) == 0
+    assert "not stored: response larger than 1024 bytes" in caplog.text
+
+
+async def test_client_leaving_mid_body_claims_and_runs_nothing(
+    settings: Settings, redis: Redis
+) -> None:
+    """A body cut by a disconnect is neither fingerprinted nor run (it would store a 400)."""
+    endpoint = _BigResponder()
+    guard = RedisGuard.from_settings(settings)
+    middleware = IdempotencyMiddleware(
+        endpoint, guard, lease_seconds=60, ttl_seconds=3_600, max_response_bytes=1_024
+    )
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"title": "He', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/movies",
+        "headers": [(b"idempotency-key", b"gone")],
+        "client": (CLIENT_IP, 1),
+    }
+    try:
+        await middleware(scope, receive, send)
+    finally:
+        await guard.aclose()
+    assert endpoint.calls == 0
+    assert sent == []
+    assert await redis.exists(idempotency_key(CLIENT_IP, "POST", "/movies", "gone")) == 0
