@@ -12,6 +12,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.bodylimit import BodyLimitError
 from app.identity import client_of
 from app.logs import escape_controls
 
@@ -43,6 +44,9 @@ class AccessLogMiddleware:
 
         try:
             await self.app(scope, receive, send_and_watch)
+        except BodyLimitError as exc:
+            status = exc.status_code  # answered by BodyLimitMiddleware, outside this layer
+            raise
         finally:
             log.info(
                 "%s %s %d %.2fms cache=%s client=%s",

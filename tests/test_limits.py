@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -237,14 +238,22 @@ def test_stalled_body_gets_408_within_the_body_timeout(
 
 
 def test_stalled_body_with_an_idempotency_key_gets_408(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The idempotency layer reads the body itself: it too is cut off by the deadline."""
+    """The idempotency layer reads the body itself: it too is cut off by the deadline, and the
+    access log records the 408 it became, not a 500."""
     settings = make_settings(body_timeout_seconds=0.5)
-    with api(settings) as server, connection(server) as sock:
+    with (
+        caplog.at_level(logging.INFO, logger="app.access"),
+        api(settings) as server,
+        connection(server) as sock,
+    ):
         sock.sendall(post_head("/movies", "Content-Length: 100\r\nIdempotency-Key: slow\r\n"))
         status, _, _ = read_response(sock)
         assert status == 408
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.access"]
+    assert len(lines) == 1
+    assert lines[0].startswith("POST /movies 408 ")
 
 
 def test_stalled_headers_close_the_connection(make_settings: Callable[..., Settings]) -> None:
