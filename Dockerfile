@@ -1,11 +1,11 @@
 # The movie API and worker image (one image, two commands).
 #
-#   docker build --build-arg PYTHON_IMAGE=python:3.12-slim -t movieops-app .
+#   docker build --build-arg PYTHON_IMAGE=python:3.12.14-slim-bookworm -t movieops-app .
 #
 # Extra CA certificates: behind a TLS-inspecting proxy, put the proxy's CA bundle in the build
 # context as ca-bundle.crt (git-ignored); pip and uv then trust it. Without the file the build
 # uses the image's own CA store.
-ARG PYTHON_IMAGE=python:3.12-slim
+ARG PYTHON_IMAGE=python:3.12.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
@@ -21,7 +21,7 @@ RUN set -eu; \
     if [ -f ca-bundle.crt ]; then \
       export PIP_CERT=/src/ca-bundle.crt SSL_CERT_FILE=/src/ca-bundle.crt; \
     fi; \
-    python3 -m venv /opt/uv && /opt/uv/bin/pip install --quiet "uv>=0.5"; \
+    python3 -m venv /opt/uv && /opt/uv/bin/pip install --quiet "uv==0.13.9"; \
     python3 -m venv "$VIRTUAL_ENV"; \
     /opt/uv/bin/uv sync --locked --no-dev --no-install-project --python "$VIRTUAL_ENV/bin/python"
 COPY README.md ./

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -52,11 +55,28 @@ def test_up_cold_then_warm(compose: Cli) -> None:
 
 
 def test_status_and_health_on_containers(compose: Cli) -> None:
-    """Every container running and healthy; every probe passing."""
-    services = {s["service"]: s for s in compose.json("status")["data"]}
+    """Every container running and healthy; every probe passing (Redis with the password
+    movieops generated); status shows the Redis URL with the password redacted."""
+    document = compose.json("status")
+    services = {s["service"]: s for s in document["data"]}
     assert set(services) == {"redis", "api", "worker"}
     assert all(s["state"] == "running" and s["health"] == "healthy" for s in services.values())
     assert all(p["ok"] for p in compose.json("health")["data"])
+    password = (Path(compose.env["MOVIEOPS_STATE_DIR"]) / "redis.password").read_text().strip()
+    port = compose.env["MOVIEOPS_REDIS_PORT"]
+    assert services["redis"]["url"] == f"redis://:***@127.0.0.1:{port}/0"
+    assert password not in json.dumps(document)
+
+
+def test_the_generated_redis_password_is_private_and_required(compose: Cli) -> None:
+    """redis.password and compose.env are 0600; Redis refuses a client without the password."""
+    state = Path(compose.env["MOVIEOPS_STATE_DIR"])
+    for name in ("redis.password", "compose.env"):
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
+    port = int(compose.env["MOVIEOPS_REDIS_PORT"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        assert sock.recv(200).startswith(b"-NOAUTH")
 
 
 def test_rate_limits_after_traffic(compose: Cli) -> None:

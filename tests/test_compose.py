@@ -8,14 +8,19 @@ environment (the public defaults otherwise).
 from __future__ import annotations
 
 import os
+import secrets
+import socket
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from python_on_whales import DockerClient
 
 from movieops.runtime.compose import docker_problem
@@ -39,6 +44,32 @@ class Stack:
     api: str
     proxy: str
     env: dict[str, str]
+
+    @property
+    def redis_password(self) -> str:
+        """The password this project's Redis requires (MOVIE_REDIS_PASSWORD)."""
+        return self.env["MOVIE_REDIS_PASSWORD"]
+
+    @property
+    def exempt(self) -> dict[str, str]:
+        """Headers that exempt a request from the rate limit (the project's exemption token)."""
+        return {"X-RateLimit-Exempt": self.env["MOVIE_RATE_LIMIT_EXEMPT_TOKENS"]}
+
+    def project(self) -> str:
+        """The compose project name."""
+        return str(self.docker.client_config.compose_project_name)
+
+    def client(self, *, replicas: bool = False, proxy: bool = False) -> DockerClient:
+        """A client for this project: with the replicas overlay and/or the proxy profile."""
+        files: list[str | Path] = [ROOT / "compose.yaml"]
+        if replicas:
+            files.append(ROOT / "compose.replicas.yaml")
+        return DockerClient(
+            compose_files=files,
+            compose_project_name=self.project(),
+            compose_project_directory=ROOT,
+            compose_profiles=["proxy"] if proxy else [],
+        )
 
     def wait_healthy(self, timeout: float = 120) -> None:
         """Every container running and healthy."""
@@ -74,6 +105,9 @@ def stack() -> Iterator[Stack]:
         "MOVIE_REDIS_PORT": str(free_port()),
         "MOVIE_NETWORK_SUBNET": "172.30.58.0/24",
         "MOVIE_PROXY_ADDRESS": "172.30.58.10",
+        # What `movieops up` generates; plain `docker compose` refuses to start without it.
+        "MOVIE_REDIS_PASSWORD": secrets.token_hex(24),
+        "MOVIE_RATE_LIMIT_EXEMPT_TOKENS": secrets.token_hex(16),
     }
     everything = DockerClient(  # every profile, so teardown also removes the proxy
         compose_files=[ROOT / "compose.yaml", ROOT / "compose.replicas.yaml"],
@@ -223,9 +257,166 @@ def test_proxy_profile_spreads_load_and_keeps_one_global_limit(stack: Stack) -> 
         line.split("|")[0].strip() for line in logs.splitlines() if "GET /movies/4 " in line
     }
     assert len(replicas) >= 2, replicas
-    movie_keys = [key for key in keys if key.endswith(":/movies/4")]
+    movie_keys = [key for key in keys if key.endswith(":/movies/{movie_id}")]
     assert len(movie_keys) == 1
     assert "198.51.100." not in movie_keys[0]
+
+
+@pytest.fixture
+def with_proxy(stack: Stack) -> Iterator[DockerClient]:
+    """The proxy profile started next to the single published API; stopped afterwards."""
+    proxied = stack.client(proxy=True)
+    proxied.compose.up(detach=True, wait=True, wait_timeout=180, quiet=True)
+    try:
+        yield proxied
+    finally:
+        proxied.compose.stop(["proxy"])
+
+
+def test_every_container_is_hardened(stack: Stack, with_proxy: DockerClient) -> None:
+    """api, worker, redis and proxy: read-only root, every capability dropped,
+    no-new-privileges, a memory and a pids limit, a non-root user, /tmp a tmpfs."""
+    containers = with_proxy.compose.ps()
+    services = {(c.config.labels or {})["com.docker.compose.service"]: c for c in containers}
+    assert set(services) == {"api", "worker", "redis", "proxy"}
+    for service, container in services.items():
+        host = container.host_config
+        assert host.readonly_rootfs is True, service
+        assert host.cap_drop == ["ALL"], service
+        assert "no-new-privileges:true" in (host.security_opt or []), service
+        assert (host.memory or 0) > 0, service
+        assert (host.pids_limit or 0) > 0, service
+        assert "/tmp" in {str(path) for path in host.tmpfs or {}}, service  # noqa: S108
+        assert container.config.user not in {None, "", "0", "root"}, service
+
+
+def test_redis_refuses_unauthenticated_clients_and_keeps_its_password_off_argv(
+    stack: Stack,
+) -> None:
+    """A PING without the password gets NOAUTH on the published port; with it, PONG. The
+    password is in no container's command (docker inspect) nor any process's argv in Redis."""
+    port = int(stack.env["MOVIE_REDIS_PORT"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        assert sock.recv(200).startswith(b"-NOAUTH")
+    client = redis.Redis.from_url(f"redis://:{stack.redis_password}@127.0.0.1:{port}/0")
+    try:
+        assert client.ping() is True
+        assert client.config_get("protected-mode") == {"protected-mode": "yes"}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        assert client.config_get("maxmemory") != {"maxmemory": "0"}
+    finally:
+        client.close()
+
+    for container in stack.docker.compose.ps():
+        command = [
+            container.path or "",
+            *(container.args or []),
+            *(container.config.cmd or []),
+            *(container.config.entrypoint or []),
+        ]
+        assert stack.redis_password not in " ".join(command), container.name
+    argv = stack.docker.compose.execute(
+        "redis",
+        ["sh", "-c", "for f in /proc/[0-9]*/cmdline; do cat $f; echo; done"],
+        tty=False,
+    )
+    assert "redis-server" in (argv or "")
+    assert stack.redis_password not in (argv or "")
+
+
+def test_nginx_hides_its_version_and_caps_bodies_at_64k(
+    stack: Stack, with_proxy: DockerClient
+) -> None:
+    """`Server: nginx` without a version; a body over 64 KiB is refused with 413 by nginx."""
+    health = httpx.get(f"{stack.proxy}/health")
+    assert health.status_code == 200
+    assert health.headers["server"] == "nginx"
+    too_big = httpx.post(
+        f"{stack.proxy}/movies",
+        content=b"x" * (64 * 1024 + 1),
+        headers={"Content-Type": "application/json", **stack.exempt},
+    )
+    assert too_big.status_code == 413
+    assert "nginx" in too_big.text  # refused by the proxy, before any replica read it
+    assert too_big.headers["server"] == "nginx"
+
+
+class SteadyClient:
+    """GETs through the proxy at about `rate` per second until stopped (bounded duration)."""
+
+    def __init__(self, url: str, headers: dict[str, str], rate: float = 20, limit: float = 180):
+        self.url, self.headers, self.interval, self.limit = url, headers, 1 / rate, limit
+        self.statuses: Counter[int] = Counter()
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        with httpx.Client(headers=self.headers, timeout=15) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                started = time.monotonic()
+                try:
+                    self.statuses[client.get(self.url).status_code] += 1
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def __enter__(self) -> SteadyClient:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def test_scaling_api_replicas_behind_the_proxy_under_steady_load(stack: Stack) -> None:
+    """The proxy starts with one api replica; scaled to 3, then 3 → 1 → 3 under ~20 GET/s:
+    no 5xx and no failed request, and afterwards at least two replicas serve traffic (nginx
+    re-resolves `api`; resolving once at start would keep every request on the first one)."""
+    proxied = stack.client(replicas=True, proxy=True)
+
+    def scale(replicas: int) -> None:
+        proxied.compose.up(
+            detach=True,
+            wait=True,
+            wait_timeout=180,
+            scales={"api": replicas},
+            recreate=False,
+            quiet=True,
+        )
+
+    try:
+        proxied.compose.up(detach=True, wait=True, wait_timeout=180, scales={"api": 1}, quiet=True)
+        scale(3)
+        with SteadyClient(f"{stack.proxy}/movies/8", stack.exempt) as steady:
+            time.sleep(2)
+            scale(1)
+            time.sleep(2)
+            scale(3)
+            time.sleep(3)
+        probes = [
+            httpx.get(f"{stack.proxy}/movies/9", headers=stack.exempt).status_code
+            for _ in range(30)
+        ]
+        logs = proxied.compose.logs(services=["api"], tail="500")
+    finally:
+        # Back to the single published API for the tests after this one.
+        proxied.compose.stop(["proxy"])
+        stack.docker.compose.up(
+            detach=True, wait=True, wait_timeout=180, scales={"api": 1}, quiet=True
+        )
+    assert steady.errors == []
+    assert sum(steady.statuses.values()) >= 100, steady.statuses
+    assert set(steady.statuses) == {200}, steady.statuses
+    assert probes == [200] * 30
+    served_by = Counter(
+        line.split("|")[0].strip() for line in logs.splitlines() if "GET /movies/9 " in line
+    )
+    assert sum(served_by.values()) == 30, served_by
+    assert len(served_by) >= 2, served_by
 
 
 def test_data_survives_down_and_up_and_down_v_removes_it(stack: Stack) -> None:

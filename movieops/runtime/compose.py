@@ -17,10 +17,14 @@ from python_on_whales.utils import run
 from movieops.errors import DockerUnavailable, PreflightFailed, Unhealthy
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 from movieops.runtime.local import holder_of, port_check
+from movieops.secrets import ensure_secret, private_dir, redact_url, write_private
 
 COMPOSE_FILE = "compose.yaml"
 REPLICAS_FILE = "compose.replicas.yaml"
 MODE_FILE = "compose-mode.json"
+ENV_FILE = "compose.env"
+# The Redis password of the compose stack: generated once (hex, 0600) in the state directory.
+REDIS_PASSWORD_FILE = "redis.password"  # noqa: S105 (a file name, not a password)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -65,9 +69,13 @@ def parse_ps(output: str) -> list[dict[str, Any]]:
 
 
 def compose_env(
-    api_port: int, proxy_port: int, redis_port: int, token: str | None
+    api_port: int,
+    proxy_port: int,
+    redis_port: int,
+    token: str | None,
+    redis_password: str | None = None,
 ) -> dict[str, str]:
-    """Variables the compose file interpolates (ports; the contract exemption token)."""
+    """Variables the compose file interpolates (ports; the exemption token; Redis's password)."""
     env = {
         "MOVIE_API_PORT": str(api_port),
         "MOVIE_PROXY_PORT": str(proxy_port),
@@ -75,6 +83,8 @@ def compose_env(
     }
     if token:
         env["MOVIE_RATE_LIMIT_EXEMPT_TOKENS"] = token
+    if redis_password:
+        env["MOVIE_REDIS_PASSWORD"] = redis_password
     return env
 
 
@@ -97,7 +107,15 @@ class ComposeRuntime:
         self.api_port, self.proxy_port, self.redis_port = ports
         self.token = token
         self._env_text: str | None = None
+        self._redis_password: str | None = None
         self.mode = self._load_mode()
+
+    @property
+    def redis_password(self) -> str:
+        """The stack's Redis password, generated on first use (never committed, never shown)."""
+        if self._redis_password is None:
+            self._redis_password = ensure_secret(self.state_dir / REDIS_PASSWORD_FILE)
+        return self._redis_password
 
     # --- set-up -----------------------------------------------------------------------------
     @property
@@ -113,7 +131,7 @@ class ComposeRuntime:
             return ComposeMode()
 
     def _save_mode(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
         (self.state_dir / MODE_FILE).write_text(
             json.dumps({"proxy": self.mode.proxy, "replicas": self.mode.replicas})
         )
@@ -124,14 +142,17 @@ class ComposeRuntime:
         if self.mode.replicas > 1:
             files.append(self.project_dir / REPLICAS_FILE)
         profiles = ["*"] if every_profile else (["proxy"] if self.mode.proxy else [])
-        # Ports and the exemption secret reach Compose's interpolation through an env file
-        # (after the project's own .env, so they win) instead of this process's environment.
-        env_file = self.state_dir / "compose.env"
-        values = compose_env(self.api_port, self.proxy_port, self.redis_port, self.token)
+        # Ports and the secrets (exemption token, Redis password) reach Compose's interpolation
+        # through a 0600 env file (after the project's own .env, so they win) instead of this
+        # process's environment or a command line.
+        env_file = self.state_dir / ENV_FILE
+        values = compose_env(
+            self.api_port, self.proxy_port, self.redis_port, self.token, self.redis_password
+        )
         text = "".join(f"{k}={v}\n" for k, v in values.items())
-        if text != self._env_text:  # client() runs on every status poll: write only changes
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            env_file.write_text(text)
+        if text != self._env_text or not env_file.exists():
+            # client() runs on every status poll: write only changes
+            write_private(env_file, text)
             self._env_text = text
         env_files: list[str | Path] = [env_file]
         if (self.project_dir / ".env").exists():
@@ -145,10 +166,15 @@ class ComposeRuntime:
         )
 
     def endpoints(self) -> Endpoints:
-        """The published ports (through the proxy only when the API is replicated)."""
+        """The published ports (through the proxy only when the API is replicated).
+
+        The Redis URL carries the password (movieops' own clients connect with it): show it
+        only through ``redact_url``.
+        """
         proxy = f"http://127.0.0.1:{self.proxy_port}" if self.mode.proxy else None
         api = proxy if self.mode.replicas > 1 and proxy else f"http://127.0.0.1:{self.api_port}"
-        return Endpoints(api, f"redis://127.0.0.1:{self.redis_port}/0", proxy)
+        redis = f"redis://:{self.redis_password}@127.0.0.1:{self.redis_port}/0"
+        return Endpoints(api, redis, proxy)
 
     # --- orders -----------------------------------------------------------------------------
     def preflight(self, options: UpOptions) -> list[Check]:
@@ -256,7 +282,7 @@ class ComposeRuntime:
         endpoints = self.endpoints()
         urls = {
             "api": endpoints.api_url,
-            "redis": endpoints.redis_url,
+            "redis": redact_url(endpoints.redis_url),
             "proxy": endpoints.proxy_url,
         }
         per_service = Counter(str(r["Service"]) for r in rows)
