@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,8 +36,12 @@ class UserHasNoRatings(LookupError):
     """A refresh was asked for a user who has rated nothing (not transient: never retried)."""
 
     def __init__(self, user_id: int) -> None:
-        super().__init__(no_ratings_detail(user_id))
+        # args stay (user_id,), so the exception survives the round trip of a job's result.
+        super().__init__(user_id)
         self.user_id = user_id
+
+    def __str__(self) -> str:
+        return no_ratings_detail(self.user_id)
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,9 @@ async def refresh_users(engine: AsyncEngine, user_ids: list[int], limit: int) ->
     async with session_factory(engine)() as session:
         snapshot = await take_snapshot(session)
         rated = [u for u in user_ids if u in snapshot.index.by_user]
-        rows = _rows_for(snapshot, rated, limit, started)
+        # CPU-bound (seconds for a few hundred users): in a thread, so the worker's event loop
+        # keeps its heartbeat (readiness, arq --check) and other jobs going meanwhile.
+        rows = await asyncio.to_thread(_rows_for, snapshot, rated, limit, started)
         await _store(session, rows)
     summary: dict[str, Any] = {
         "users": len(rows),
