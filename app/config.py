@@ -151,8 +151,8 @@ class Settings(BaseSettings):
     seed_demo_data: bool = Field(
         default=True,
         description=(
-            "Seed an empty catalog with real films on first start (once: a catalog emptied "
-            "later stays empty)."
+            "Seed an empty catalog with 65 real films, rated by 300 demo users, on first start "
+            "(once: a catalog emptied later stays empty)."
         ),
     )
     log_level: LogLevel = Field(default="INFO", description="Log level of the API and worker.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,26 @@ from app.db import (
     utcnow,
 )
 from app.recommend import RatingsIndex, popularity, recommend
+
+#: Why a user is skipped: nothing to compute from, and no row is stored for them.
+SKIP_REASON = "no ratings"
+
+
+def no_ratings_detail(user_id: int) -> str:
+    """What the API and a failed refresh job say about a user who has rated nothing."""
+    return f"User {user_id} has no ratings; rate a film first (POST /movies/{{movie_id}}/ratings)"
+
+
+class UserHasNoRatings(LookupError):
+    """A refresh was asked for a user who has rated nothing (not transient: never retried)."""
+
+    def __init__(self, user_id: int) -> None:
+        # args stay (user_id,), so the exception survives the round trip of a job's result.
+        super().__init__(user_id)
+        self.user_id = user_id
+
+    def __str__(self) -> str:
+        return no_ratings_detail(self.user_id)
 
 
 @dataclass(frozen=True)
@@ -90,11 +111,18 @@ async def _store(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
 
 
 async def refresh_users(engine: AsyncEngine, user_ids: list[int], limit: int) -> dict[str, Any]:
-    """Recompute and store recommendations for these users; return a summary."""
+    """Recompute and store recommendations for these users; return a summary.
+
+    Users without a single rating are skipped: nothing is stored for them (a made-up id must not
+    add a row), and the summary lists them under ``skipped`` with ``reason: "no ratings"``.
+    """
     started = time.perf_counter()
     async with session_factory(engine)() as session:
         snapshot = await take_snapshot(session)
-        rows = _rows_for(snapshot, user_ids, limit, started)
+        rated = [u for u in user_ids if u in snapshot.index.by_user]
+        # CPU-bound (seconds for a few hundred users): in a thread, so the worker's event loop
+        # keeps its heartbeat (readiness, arq --check) and other jobs going meanwhile.
+        rows = await asyncio.to_thread(_rows_for, snapshot, rated, limit, started)
         await _store(session, rows)
     summary: dict[str, Any] = {
         "users": len(rows),
@@ -104,6 +132,19 @@ async def refresh_users(engine: AsyncEngine, user_ids: list[int], limit: int) ->
     if len(rows) == 1:
         summary["strategy"] = rows[0]["strategy"]
         summary["items"] = len(rows[0]["items"])
+    skipped = [u for u in user_ids if u not in snapshot.index.by_user]
+    if skipped:
+        summary["skipped"] = skipped
+        summary["reason"] = SKIP_REASON
+    return summary
+
+
+async def refresh_user(engine: AsyncEngine, user_id: int, limit: int) -> dict[str, Any]:
+    """One user's manual refresh; :class:`UserHasNoRatings` (nothing stored) if they rated
+    nothing, so the job fails with that message instead of completing with an empty answer."""
+    summary = await refresh_users(engine, [user_id], limit)
+    if summary.get("skipped"):
+        raise UserHasNoRatings(user_id)
     return summary
 
 

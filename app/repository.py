@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, delete, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -132,6 +132,11 @@ async def rate_movie(session: AsyncSession, movie_id: int, data: RatingIn) -> Ra
         await session.rollback()
         return None
     return Rating(movie_id=movie_id, user_id=data.user_id, score=data.score, rated_at=now)
+
+
+async def user_has_ratings(session: AsyncSession, user_id: int) -> bool:
+    """Whether a user rated any film (one lookup on the ratings primary key's leading column)."""
+    return bool(await session.scalar(select(exists().where(RatingRow.user_id == user_id))))
 
 
 async def count_movies(session: AsyncSession) -> int:

@@ -1,4 +1,5 @@
-"""Demo catalog (real films) seeded on first start, and a generated data set for benchmarks.
+"""Demo catalog (real films rated by a few hundred users) seeded on first start, and a generated
+data set for benchmarks.
 
 ``python -m app.seed --movies 5000 --ratings 50000`` loads the generated set into the database
 named by ``MOVIE_DATABASE_URL``.
@@ -8,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import math
 import random
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -17,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import SettingsError, load_settings
 from app.db import (
+    Base,
     GenreRow,
     MetaRow,
     MovieRow,
@@ -27,6 +33,10 @@ from app.db import (
     utcnow,
 )
 from app.repository import count_movies
+
+log = logging.getLogger("app.seed")
+
+_RATINGS_TABLE = Base.metadata.tables[RatingRow.__tablename__]
 
 # (title, year, genres): well-known films, so a fresh GET /movies shows something real.
 FILMS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
@@ -105,9 +115,71 @@ GENERATED_GENRES = (
 _BATCH = 5_000
 SEEDED_MARKER = "demo_catalog_seeded_at"
 
+#: The demo ratings: users 1..DEMO_USERS, each rating DEMO_RATINGS_PER_USER films, generated
+#: from DEMO_RATINGS_SEED (the same data on every fresh database).
+DEMO_USERS = 300
+DEMO_RATINGS_PER_USER = (10, 40)
+DEMO_RATINGS_SEED = 1994
+#: How far back the demo ratings' rated_at spread.
+DEMO_RATINGS_SPAN = timedelta(days=365)
 
-async def seed_demo_catalog(engine: AsyncEngine) -> int:
-    """Insert the real films on first start; return how many were added.
+
+def demo_ratings(
+    films: Sequence[tuple[int, Sequence[str]]],
+    now: datetime,
+    *,
+    users: int = DEMO_USERS,
+    seed: int = DEMO_RATINGS_SEED,
+) -> list[dict[str, Any]]:
+    """Deterministic, realistic ratings of ``films`` ((movie_id, genres), best known first).
+
+    Every user has a taste over genres (two loved, one disliked, the rest mildly for or against)
+    and is a harsh or a generous rater; they rate 10-40 films, more often well-known ones and ones
+    of genres they like, and a score is the film's quality, plus their bias, plus their taste for
+    its genres, plus noise, in half steps from 0.5 to 5. So similar users agree on films, which is
+    what item-based collaborative filtering finds.
+    """
+    rng = random.Random(seed)
+    genres = sorted({genre for _, film_genres in films for genre in film_genres})
+    count = len(films)
+    # FILMS is roughly best-known first: earlier films are a little better and seen more often.
+    quality = [3.85 - 0.5 * rank / count + rng.gauss(0, 0.15) for rank in range(count)]
+    reach = [1.0 / (1.0 + rank / 20) for rank in range(count)]
+    low, high = DEMO_RATINGS_PER_USER
+    rows: list[dict[str, Any]] = []
+    for user_id in range(1, users + 1):
+        taste = {genre: rng.gauss(0, 0.4) for genre in genres}
+        loved = rng.sample(genres, 3)
+        for genre in loved[:2]:
+            taste[genre] += 1.2
+        taste[loved[2]] -= 1.2
+        bias = rng.gauss(0, 0.3)
+        affinity = [
+            sum(taste[g] for g in film_genres) / len(film_genres) if film_genres else 0.0
+            for _, film_genres in films
+        ]
+        # Weighted sampling without replacement (Efraimidis-Spirakis): the k largest
+        # u ** (1 / weight) are a sample in which heavier films are likelier.
+        keys = [
+            (rng.random() ** (1.0 / (reach[i] * math.exp(affinity[i]))), i) for i in range(count)
+        ]
+        keys.sort(reverse=True)
+        for _, i in keys[: min(count, rng.randint(low, high))]:
+            raw = quality[i] + bias + 0.7 * affinity[i] + rng.gauss(0, 0.5)
+            rows.append(
+                {
+                    "user_id": user_id,
+                    "movie_id": films[i][0],
+                    "score": min(5.0, max(0.5, round(raw * 2) / 2)),
+                    "rated_at": now - DEMO_RATINGS_SPAN * rng.random(),
+                }
+            )
+    return rows
+
+
+async def seed_demo_catalog(engine: AsyncEngine, *, with_ratings: bool = True) -> int:
+    """Insert the real films (and, unless ``with_ratings`` is false, the demo users' ratings of
+    them) on first start, in one transaction; return how many films were added.
 
     Once only: a catalog its users emptied stays empty after a restart, and a database
     that already holds films (loaded by hand or generated) is left as it is.
@@ -118,25 +190,42 @@ async def seed_demo_catalog(engine: AsyncEngine) -> int:
             return 0
         # Several API replicas may start on one fresh database: the marker row's primary key
         # lets exactly one of them seed; the others fail to insert it and add nothing.
-        session.add(MetaRow(key=SEEDED_MARKER, value=utcnow().isoformat()))
-        for title, year, genres in FILMS:
-            session.add(
-                MovieRow(
-                    title=title,
-                    year=year,
-                    genres=[
-                        GenreRow(genre=genre, genre_key=genre.casefold(), position=position)
-                        for position, genre in enumerate(genres)
-                    ],
-                )
+        now = utcnow()
+        session.add(MetaRow(key=SEEDED_MARKER, value=now.isoformat()))
+        movies = [
+            MovieRow(
+                title=title,
+                year=year,
+                genres=[
+                    GenreRow(genre=genre, genre_key=genre.casefold(), position=position)
+                    for position, genre in enumerate(genres)
+                ],
             )
+            for title, year, genres in FILMS
+        ]
+        session.add_all(movies)
+        ratings: list[dict[str, Any]] = []
         try:
+            if with_ratings:
+                await session.flush()  # assigns the films' ids
+                ratings = demo_ratings(
+                    [
+                        (movie.id, genres)
+                        for movie, (_, _, genres) in zip(movies, FILMS, strict=True)
+                    ],
+                    now,
+                )
+                # Core, not the ORM bulk insert: less work per row for thousands of rows.
+                await session.execute(insert(_RATINGS_TABLE), ratings)
             await session.commit()
         except (IntegrityError, OperationalError):
             await session.rollback()
             if await _seeded(session):
                 return 0
             raise
+    if ratings:
+        users = len({row["user_id"] for row in ratings})
+        log.info("seeded %d demo ratings by %d users", len(ratings), users)
     return len(FILMS)
 
 

@@ -35,7 +35,7 @@ from app.constants import (
 from app.db import create_engine, create_schema
 from app.jobcodec import CODEC
 from app.logs import configure_logging
-from app.refresh import refresh_users, users_needing_refresh
+from app.refresh import refresh_user, refresh_users, users_needing_refresh
 
 log = logging.getLogger("app.worker")
 
@@ -72,7 +72,7 @@ async def _retrying(ctx: dict[str, Any], work: Any) -> dict[str, Any]:
 
 async def refresh_recommendations(ctx: dict[str, Any], user_id: int) -> dict[str, Any]:
     """Recompute one user's recommendations (idempotent: a re-run writes the same result)."""
-    return await _retrying(ctx, refresh_users(ctx["engine"], [user_id], ctx["top_n"]))
+    return await _retrying(ctx, refresh_user(ctx["engine"], user_id, ctx["top_n"]))
 
 
 async def refresh_changed_users(ctx: dict[str, Any]) -> dict[str, Any]:

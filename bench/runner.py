@@ -114,7 +114,7 @@ async def prepare_database(url: str) -> int:
     engine = create_engine(url)
     try:
         await create_schema(engine)
-        await seed_demo_catalog(engine)
+        await seed_demo_catalog(engine, with_ratings=False)  # bench/jobs.py adds its own
         async with session_factory(engine)() as session:
             return await count_movies(session)
     finally:

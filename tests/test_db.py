@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from app.db import RatingRow, create_engine, create_schema
-from app.seed import load_generated
+from app.db import RatingRow, create_engine, create_schema, utcnow
+from app.seed import DEMO_USERS, FILMS, demo_ratings, load_generated, seed_demo_catalog
 
 WRITER = """
 import asyncio, sys
@@ -120,9 +121,8 @@ async def test_rating_a_film_deleted_meanwhile_is_not_found(tmp_path: Path) -> N
 
 
 async def test_replicas_starting_together_seed_the_catalog_once(tmp_path: Path) -> None:
-    """Three processes seed one fresh database at once: exactly one catalog is inserted."""
-    from app.seed import FILMS
-
+    """Three processes seed one fresh database at once: exactly one catalog (films and
+    ratings) is inserted."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'replicas.db'}"
     code = (
         "import asyncio, sys\n"
@@ -145,4 +145,54 @@ async def test_replicas_starting_together_seed_the_catalog_once(tmp_path: Path) 
     engine = create_engine(url)
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT COUNT(*) FROM movies"))).scalar_one() == len(FILMS)
+        assert (await conn.execute(text("SELECT COUNT(*) FROM ratings"))).scalar_one() == len(
+            demo_ratings([(i + 1, genres) for i, (_, _, genres) in enumerate(FILMS)], utcnow())
+        )
+    await engine.dispose()
+
+
+async def _seeded_ratings(url: str) -> list[tuple[int, int, float]]:
+    engine = create_engine(url)
+    await create_schema(engine)
+    try:
+        assert await seed_demo_catalog(engine) == len(FILMS)
+        assert await seed_demo_catalog(engine) == 0
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(RatingRow.user_id, RatingRow.movie_id, RatingRow.score).order_by(
+                    RatingRow.user_id, RatingRow.movie_id
+                )
+            )
+            return [(user, movie, score) for user, movie, score in rows]
+    finally:
+        await engine.dispose()
+
+
+async def test_demo_seed_rates_the_catalog_realistically_once_and_the_same_every_time(
+    tmp_path: Path,
+) -> None:
+    """Two fresh databases get identical ratings: 300 users (42 among them) rating 10-40 films
+    each in half steps from 0.5 to 5; seeding again adds nothing."""
+    first = await _seeded_ratings(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    assert first == await _seeded_ratings(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
+    per_user = Counter(user for user, _, _ in first)
+    assert sorted(per_user) == list(range(1, DEMO_USERS + 1))
+    assert DEMO_USERS == 300
+    assert min(per_user.values()) >= 10
+    assert max(per_user.values()) <= 40
+    scores = {score for _, _, score in first}
+    assert scores <= {n / 2 for n in range(1, 11)}
+    assert len(scores) >= 6  # a spread, not one score
+    assert {movie for _, movie, _ in first} == set(range(1, len(FILMS) + 1))
+    assert 42 in per_user
+
+
+async def test_seeding_leaves_a_database_that_holds_films_alone(tmp_path: Path) -> None:
+    """A database with films loaded by other means gets neither the films nor the ratings."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'loaded.db'}")
+    await create_schema(engine)
+    await load_generated(engine, movies=5, ratings=0, users=1)
+    assert await seed_demo_catalog(engine) == 0
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT COUNT(*) FROM ratings"))).scalar_one() == 0
     await engine.dispose()

@@ -177,17 +177,25 @@ async def test_health_is_200_and_ready_reports_each_check(client: httpx.AsyncCli
 async def test_first_start_seeds_real_films_once(
     make_settings: Callable[..., Settings], redis: Redis
 ) -> None:
-    """A fresh database gets the demo catalog; a second start adds nothing."""
+    """A fresh database gets the demo catalog, every film rated by the demo users; a second
+    start adds nothing."""
     settings = make_settings(seed_demo_data=True)
+    pages = []
     for _ in range(2):
         app = create_app(settings)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                page = (await client.get("/movies", params={"limit": 100})).json()
+                pages.append((await client.get("/movies", params={"limit": 100})).json())
+    first, page = pages
     assert len(FILMS) >= 50
     assert page["total"] == len(FILMS)
     assert page["items"][0]["title"] == "The Shawshank Redemption"
+    counts = [item["rating_count"] for item in page["items"]]
+    assert min(counts) > 0
+    assert sum(counts) > 5_000
+    assert all(0.5 <= item["rating_average"] <= 5 for item in page["items"])
+    assert [item["rating_count"] for item in first["items"]] == counts
 
 
 async def test_a_catalog_emptied_by_its_users_stays_empty_after_a_restart(

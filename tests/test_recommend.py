@@ -1,11 +1,18 @@
-"""The recommender on hand-computed data: exact scores, exclusions, fallback, determinism."""
+"""The recommender on hand-computed data: exact scores, exclusions, fallback, determinism; and
+on the seeded demo database: CF for its users, nothing stored for users without ratings."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.constants import RECOMMENDATIONS_PER_USER
+from app.db import RatingRow, RecommendationRow, create_engine, create_schema, session_factory
 from app.recommend import (
     GENRE_BOOST,
     RatingsIndex,
@@ -14,6 +21,8 @@ from app.recommend import (
     popularity,
     recommend,
 )
+from app.refresh import UserHasNoRatings, refresh_user, refresh_users
+from app.seed import FILMS, seed_demo_catalog
 
 # user, movie, score — the worked example in the module docstring's terms:
 # means: u1 10/3, u2 14/3, u3 10/3, u4 8/3; global mean 42/12 = 3.5.
@@ -88,3 +97,66 @@ def test_same_data_in_any_order_gives_the_same_answer() -> None:
         first = recommend(RatingsIndex.build(ratings), genres, user_id, limit=10)
         again = recommend(RatingsIndex.build(shuffled), genres, user_id, limit=10)
         assert first == again
+
+
+# --- on the seeded demo database, through app.refresh (what the worker runs) ------------------
+
+
+@pytest.fixture
+async def seeded(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A fresh database seeded with the demo catalog and its users' ratings."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}")
+    await create_schema(engine)
+    assert await seed_demo_catalog(engine) == len(FILMS)
+    yield engine
+    await engine.dispose()
+
+
+async def _stored(engine: AsyncEngine) -> dict[int, RecommendationRow]:
+    async with session_factory(engine)() as session:
+        rows = (await session.scalars(select(RecommendationRow))).all()
+    return {row.user_id: row for row in rows}
+
+
+async def test_seeded_user_42_gets_collaborative_filtering_not_the_fallback(
+    seeded: AsyncEngine,
+) -> None:
+    """The README's demo user: a refresh on a fresh stack is item-based CF, 10 unrated films."""
+    summary = await refresh_users(seeded, [42], RECOMMENDATIONS_PER_USER)
+    assert summary["users"] == 1
+    assert summary["strategy"] == "collaborative"
+    assert summary["items"] == RECOMMENDATIONS_PER_USER == 10
+    row = (await _stored(seeded))[42]
+    assert {item["reason"] for item in row.items} == {"similar"}
+    async with seeded.connect() as conn:
+        rated = {
+            movie_id
+            for (movie_id,) in await conn.execute(
+                select(RatingRow.movie_id).where(RatingRow.user_id == 42)
+            )
+        }
+    assert len(rated) >= 10
+    assert not rated & {item["movie_id"] for item in row.items}
+
+
+async def test_refresh_skips_users_without_ratings_and_stores_nothing_for_them(
+    seeded: AsyncEngine,
+) -> None:
+    """Made-up ids in a batch: only raters get a row; the summary lists the others."""
+    summary = await refresh_users(seeded, [42, 100_001, 7, 100_002], RECOMMENDATIONS_PER_USER)
+    assert summary["users"] == 2
+    assert summary["skipped"] == [100_001, 100_002]
+    assert summary["reason"] == "no ratings"
+    assert set(await _stored(seeded)) == {7, 42}
+
+
+async def test_a_single_refresh_of_a_user_without_ratings_raises_and_stores_nothing(
+    seeded: AsyncEngine,
+) -> None:
+    """refresh_user (the manual job): UserHasNoRatings with the API's wording; no row."""
+    with pytest.raises(UserHasNoRatings) as caught:
+        await refresh_user(seeded, 100_001, RECOMMENDATIONS_PER_USER)
+    assert str(caught.value) == (
+        "User 100001 has no ratings; rate a film first (POST /movies/{movie_id}/ratings)"
+    )
+    assert await _stored(seeded) == {}

@@ -12,6 +12,7 @@ from app.deps import ServicesDep, SessionDep, call_queue
 from app.jobs import job_pending, trigger_refresh
 from app.models import Recommendations, RefreshAccepted
 from app.redisguard import RedisUnavailable
+from app.refresh import no_ratings_detail
 from app.responses import errors, success
 from app.routes.movies import IdempotencyKey
 
@@ -31,6 +32,8 @@ async def read_recommendations(
     """The user's latest recommendations, and whether a newer refresh is on its way."""
     found = await repository.get_recommendations(session, user_id)
     if found is None:
+        if not await repository.user_has_ratings(session, user_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, no_ratings_detail(user_id))
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
             f"No recommendations for user {user_id} yet; "
@@ -74,16 +77,20 @@ async def read_recommendations(
                 }
             },
         ),
-        **errors(400, 409, 422, 503),
+        **errors(400, 404, 409, 422, 503),
     },
 )
 async def refresh_recommendations(
     user_id: UserId,
     response: Response,
+    session: SessionDep,
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> RefreshAccepted:
-    """Queue a refresh now, unless one is already queued or running (then say so)."""
+    """Queue a refresh now, unless one is already queued or running (then say so); 404 for a
+    user who has rated nothing (there is nothing to compute, and nothing is queued)."""
+    if not await repository.user_has_ratings(session, user_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, no_ratings_detail(user_id))
     state = await call_queue(services, lambda redis: trigger_refresh(redis, user_id))
     job_id = refresh_job_id(user_id)
     location = f"/jobs/{job_id}"
