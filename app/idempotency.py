@@ -198,11 +198,9 @@ class IdempotencyMiddleware:
                 lambda r: self._claim(keys=[record_key], args=[claim, self.lease_ms], client=r)
             )
         except RedisUnavailable:
-            await send_problem(
+            await _unavailable(
                 send,
-                503,
                 "Idempotency-Key cannot be honoured right now (Redis unavailable); retry later",
-                [(b"retry-after", str(RETRY_AFTER_UNAVAILABLE_SECONDS).encode())],
             )
             return
         # A claim retried after a timeout may find the record its own first attempt wrote.
@@ -243,12 +241,7 @@ class IdempotencyMiddleware:
         record = decode_record(raw)
         if record is None:
             log.error("unreadable idempotency record; answering 503")
-            await send_problem(
-                send,
-                503,
-                "Idempotency-Key record is unreadable; retry later",
-                [(b"retry-after", str(RETRY_AFTER_UNAVAILABLE_SECONDS).encode())],
-            )
+            await _unavailable(send, "Idempotency-Key record is unreadable; retry later")
             return
         verdict = judge(record, request_fingerprint)
         if verdict is Verdict.MISMATCH:
@@ -312,6 +305,12 @@ class IdempotencyMiddleware:
             await self.guard.call(release)
         except RedisUnavailable:
             log.error("idempotency record %s not released: redis unavailable", record_key)
+
+
+async def _unavailable(send: Send, detail: str) -> None:
+    """503 with Retry-After: the promise of the key cannot be kept right now."""
+    retry_after = str(RETRY_AFTER_UNAVAILABLE_SECONDS).encode()
+    await send_problem(send, 503, detail, [(b"retry-after", retry_after)])
 
 
 async def _read_body(receive: Receive) -> bytes | None:
