@@ -655,54 +655,90 @@ def jobs_show(
 def contract_command(
     ctx: typer.Context,
     json_output: JsonOption = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Run against the stack's own API (creates and deletes films there) instead of "
+            "a disposable instance.",
+        ),
+    ] = False,
     checks: Annotated[str, typer.Option(help="Schemathesis checks (comma-separated).")] = "all",
     max_examples: Annotated[int, typer.Option(min=1, help="Examples per operation.")] = 50,
     workers: Annotated[int, typer.Option(min=1, max=16, help="Concurrent workers.")] = 2,
     report_dir: Annotated[
         Path | None,
-        typer.Option(help="JUnit report directory (default .movieops/reports/contract)."),
+        typer.Option(
+            help="JUnit report directory (default .movieops/reports/contract; the last 10 kept)."
+        ),
     ] = None,
     token: Annotated[
         str | None,
-        typer.Option(help="Rate-limit exemption secret (default: the one `movieops up` made)."),
+        typer.Option(
+            help="With --live: the rate-limit exemption secret (default: MOVIEOPS_CONTRACT_TOKEN, "
+            "else the one `movieops up` made; prefer the variable, argv shows in `ps`)."
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Schemathesis seed, to reproduce a run.")] = None,
     schema_timeout: Annotated[
-        float, typer.Option(min=1, help="Seconds to wait for the schema.")
+        float, typer.Option(min=1, help="Seconds to wait for the API and its schema.")
     ] = 60,
     timeout: Annotated[
         float, typer.Option(min=1, help="Stop the run (exit 6) after this many seconds.")
     ] = 900,
 ) -> None:
-    """Run Schemathesis against the live API: every check, all four phases, JUnit report.
+    """Run Schemathesis: every check, all four phases, JUnit report (exit 6 on failures).
 
-    The run presents the stack's exemption secret (X-RateLimit-Exempt), so it is not throttled
-    while ordinary clients keep the 20/minute limit. Exit 6 on contract failures.
+    By default against a disposable API this command starts and removes (its own SQLite,
+    its own valkey-server, the demo catalog), so your stack's data is never touched. --live runs
+    against the stack's API instead, presenting its exemption secret (X-RateLimit-Exempt), so the
+    run is not throttled while ordinary clients keep the 20/minute limit.
     """
     _app(ctx).json |= json_output
 
     def operation(app: App) -> Any:
+        if not live:
+            if app.api_url:
+                raise UsageError(
+                    "--api-url with contract needs --live (the run creates and deletes films)",
+                    hint="add --live to run against that API, or drop --api-url for a "
+                    "disposable instance",
+                )
+            if token is not None:
+                raise UsageError(
+                    "--token applies to --live only (a disposable instance has its own secret)",
+                    hint="add --live, or drop --token",
+                )
+        report = report_dir or app.state_dir / "reports" / "contract"
+        options: dict[str, Any] = {
+            "checks": checks,
+            "max_examples": max_examples,
+            "workers": workers,
+            "report_dir": report,
+            "schema_timeout": schema_timeout,
+            "seed": seed,
+            "on_output": app.say,
+            "timeout": timeout,
+        }
+        if not live:
+            from movieops.sandbox import disposable_api
+
+            app.say("starting a disposable API for the run (own database and Redis)")
+            with _github_group("movieops contract"), disposable_api(schema_timeout) as sandbox:
+                return contract.run_contract(
+                    sandbox.api_url, token=sandbox.token, isolated=True, **options
+                )
         secret = token or app.cli_settings.contract_token or contract.read_token(app.state_dir)
         if secret is None:
             app.say("no exemption secret: the run will meet the rate limit (mostly 429s)")
         with _github_group("movieops contract"):
-            return contract.run_contract(
-                app.endpoints().api_url,
-                token=secret,
-                checks=checks,
-                max_examples=max_examples,
-                workers=workers,
-                report_dir=report_dir or app.state_dir / "reports" / "contract",
-                schema_timeout=schema_timeout,
-                seed=seed,
-                on_output=app.say,
-                timeout=timeout,
-            )
+            return contract.run_contract(app.endpoints().api_url, token=secret, **options)
 
     def show(app: App, result: contract.ContractResult) -> None:
+        where = "a disposable API" if result.isolated else result.schema_url
         app.out.print(
-            f"[green]contract holds[/green]: {result.schema_url} in {result.seconds:g}s; "
-            f"JUnit report in {result.junit or result.report_dir}"
+            f"[green]contract holds[/green]: {where} in {result.seconds:g}s; "
+            f"JUnit report {result.junit or result.report_dir}"
         )
 
     _run(ctx, "contract", operation, show)

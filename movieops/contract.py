@@ -1,14 +1,25 @@
-"""`movieops contract`: Schemathesis against the live API, every check, all four phases.
+"""`movieops contract`: Schemathesis against the API, every check, all four phases.
+
+By default the run never meets the user's stack: movieops.sandbox starts a disposable API (own
+SQLite, own valkey-server, fresh exemption secret), the run goes against it, and it is removed
+afterwards, so a run cannot delete the catalog or leave junk films behind. `--live` runs against
+the stack's own API instead (a disposable CI stack, say).
 
 The API limits every client to 20 requests per minute per path, which would turn most of a
-contract run into 429s. The run therefore sends the stack's exemption secret
-(X-RateLimit-Exempt, configured as MOVIE_RATE_LIMIT_EXEMPT_TOKENS): ordinary clients keep their
-limit, and without a secret the run still works, only mostly against 429 answers.
+contract run into 429s. The run therefore sends the exemption secret (X-RateLimit-Exempt,
+configured as MOVIE_RATE_LIMIT_EXEMPT_TOKENS): ordinary clients keep their limit, and without a
+secret the run still works, only mostly against 429 answers.
+
+The secret is handed to Schemathesis by environment only (MOVIEOPS_CONTRACT_EXEMPT_TOKEN, which
+movieops/schemathesis.toml turns into the header), never on its command line, where `ps` would show
+it. Schemathesis sanitizes the header in its output and reports; as a last line of defence every
+line relayed from it and the JUnit report are redacted too.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -16,16 +27,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
 from movieops.errors import ContractFailed, NotRunning, PreflightFailed
-from movieops.secrets import ensure_secret, read_secret
+from movieops.secrets import ensure_secret, read_secret, redact
 
 TOKEN_FILE = "contract.token"  # noqa: S105 - a file name, not a secret
+TOKEN_ENV = "MOVIEOPS_CONTRACT_EXEMPT_TOKEN"  # noqa: S105 - a variable name, not a secret
 CONFIG_FILE = Path(__file__).with_name("schemathesis.toml")
 PHASES = "examples,coverage,fuzzing,stateful"
+REPORT_PREFIX = "junit-"
+KEEP_REPORTS = 10
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,7 @@ class ContractResult:
     exempt: bool
     command: list[str]
     seconds: float
+    isolated: bool = False
 
 
 def _to_stderr(line: str) -> None:
@@ -75,6 +91,34 @@ def wait_for_schema(api_url: str, timeout: float) -> str:
     )
 
 
+def new_report_path(report_dir: Path) -> Path:
+    """This run's JUnit file: named by its start time (UTC, sortable) plus a random suffix."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    return report_dir / f"{REPORT_PREFIX}{stamp}-{secrets.token_hex(3)}.xml"
+
+
+def prune_reports(report_dir: Path, keep: int = KEEP_REPORTS) -> list[Path]:
+    """Delete all but the ``keep`` newest reports movieops wrote there; return the deleted."""
+    reports = sorted(report_dir.glob(f"{REPORT_PREFIX}*.xml"))
+    old = reports[:-keep] if keep > 0 else reports
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
+
+
+def redact_file(path: Path, values: list[str | None]) -> bool:
+    """Replace every secret in ``values`` inside ``path`` by ``***``; return whether any was."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return False
+    clean = redact(text, values)
+    if clean == text:
+        return False
+    path.write_text(clean, encoding="utf-8")
+    return True
+
+
 def build_command(
     schemathesis: str,
     schema_url: str,
@@ -82,11 +126,10 @@ def build_command(
     checks: str,
     max_examples: int,
     workers: int,
-    report_dir: Path,
-    token: str | None,
+    junit: Path,
     seed: int | None,
 ) -> list[str]:
-    """The Schemathesis command line (pure)."""
+    """The Schemathesis command line (pure). No secret: the exemption travels by environment."""
     command = [
         schemathesis,
         "--config-file", str(CONFIG_FILE),
@@ -97,14 +140,18 @@ def build_command(
         "--max-examples", str(max_examples),
         "--workers", str(workers),
         "--report", "junit",
-        "--report-dir", str(report_dir),
+        "--report-junit-path", str(junit),
         "--no-color",
     ]  # fmt: skip
-    if token:
-        command += ["--header", f"X-RateLimit-Exempt: {token}"]
     if seed is not None:
         command += ["--seed", str(seed)]
     return command
+
+
+def build_env(base: dict[str, str], token: str | None) -> dict[str, str]:
+    """Schemathesis' environment (pure): our hooks, and the secret (empty when there is none;
+    the configuration refers to the variable, so it must exist)."""
+    return {**base, "SCHEMATHESIS_HOOKS": "movieops.contract_hooks", TOKEN_ENV: token or ""}
 
 
 def run_contract(
@@ -119,6 +166,7 @@ def run_contract(
     seed: int | None = None,
     on_output: Callable[[str], None] | None = None,
     timeout: float = 900,
+    isolated: bool = False,
 ) -> ContractResult:
     """Run Schemathesis; its own output goes to stderr. Raise ContractFailed on failures."""
     binary = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -130,54 +178,55 @@ def run_contract(
         )
     schema_url = wait_for_schema(api_url, schema_timeout)
     report_dir.mkdir(parents=True, exist_ok=True)
+    junit = new_report_path(report_dir)
     command = build_command(
         binary,
         schema_url,
         checks=checks,
         max_examples=max_examples,
         workers=workers,
-        report_dir=report_dir,
-        token=token,
+        junit=junit,
         seed=seed,
     )
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "movieops.contract_hooks"}
+    env = build_env(dict(os.environ), token)
+    relay = on_output or _to_stderr
     started = time.monotonic()
-    with subprocess.Popen(  # noqa: S603 - our own venv's schemathesis
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as process:
-        # A watchdog, so a run that hangs ends with a clear error instead of blocking CI.
-        watchdog = threading.Timer(timeout, process.kill)
-        watchdog.start()
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                (on_output or _to_stderr)(line.rstrip("\n"))
-        finally:
-            watchdog.cancel()
+    try:
+        with subprocess.Popen(  # noqa: S603 - our own venv's schemathesis
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as process:
+            # A watchdog, so a run that hangs ends with a clear error instead of blocking CI.
+            watchdog = threading.Timer(timeout, process.kill)
+            watchdog.start()
+            try:
+                assert process.stdout is not None
+                for line in process.stdout:
+                    relay(redact(line.rstrip("\n"), [token]))
+            finally:
+                watchdog.cancel()
+    finally:
+        # Schemathesis sanitizes the header itself; this catches a secret echoed anywhere else.
+        redact_file(junit, [token])
+        prune_reports(report_dir)
     if process.returncode < 0 and time.monotonic() - started >= timeout:
         raise ContractFailed(
             f"Schemathesis did not finish within {timeout:g}s and was stopped",
             hint="raise --timeout, or lower --max-examples; its output above shows where it was",
         )
-    completed = process
-    junit = next(iter(sorted(report_dir.glob("*.xml"))), None)
-    shown = [
-        part if token is None or token not in part else "X-RateLimit-Exempt: ***"
-        for part in command
-    ]
     result = ContractResult(
         schema_url,
-        completed.returncode,
+        process.returncode,
         report_dir,
-        junit,
+        junit if junit.is_file() else None,
         token is not None,
-        shown,
+        command,
         round(time.monotonic() - started, 1),
+        isolated,
     )
-    if completed.returncode != 0:
+    if process.returncode != 0:
         raise ContractFailed(
-            f"Schemathesis reported failures (exit {completed.returncode})",
-            hint=f"see its output above and the JUnit report in {report_dir}",
+            f"Schemathesis reported failures (exit {process.returncode})",
+            hint=f"see its output above and the JUnit report {result.junit or report_dir}",
             data=result,
         )
     return result

@@ -259,14 +259,20 @@ def test_logs_tail_and_unknown_service(local: Cli, api: str) -> None:
 
 
 def test_contract_passes_without_spending_the_rate_limit(local: Cli, api: str) -> None:
-    """Schemathesis over the live API passes, writes JUnit, and (with the exemption secret
-    `up` created) leaves ordinary clients' counters untouched."""
-    document = local.json("contract", "--max-examples", "5", "--workers", "1", "--timeout", "300")
+    """Schemathesis over the live API (--live) passes, writes JUnit, and (with the exemption
+    secret `up` created, passed by environment only) leaves ordinary clients' counters untouched."""
+    document = local.json(
+        "contract", "--live", "--max-examples", "5", "--workers", "1", "--timeout", "300"
+    )
     data = document["data"]
     assert data["exit_code"] == 0
     assert data["exempt"] is True
+    assert data["isolated"] is False
     assert Path(data["junit"]).is_file()
-    assert "***" in " ".join(data["command"])
+    secret = (local.project_dir / ".movieops" / "contract.token").read_text().strip()
+    assert "--header" not in data["command"]
+    assert secret not in json.dumps(document)
+    assert secret not in Path(data["junit"]).read_text()
     counters = local.json("rate-limits", "--path", "/movies")["data"]
     assert all(row["count"] < 20 for row in counters)
 
@@ -470,7 +476,7 @@ def test_human_output_is_tables_and_sentences(local: Cli, api: str) -> None:
         "worker": "running",
     }
     assert "attached stack" in local("--api-url", api, "status").stdout
-    stopped = local("contract", "--max-examples", "50", "--timeout", "1")
+    stopped = local("contract", "--live", "--max-examples", "50", "--timeout", "1")
     assert stopped.exit_code == 6
     assert "did not finish within 1s" in stopped.stderr
 

@@ -12,7 +12,7 @@ import pytest
 
 from app.config import Settings
 from app.jobs import JobState, JobView
-from movieops.contract import build_command, ensure_token, read_token
+from movieops.contract import ensure_token, read_token
 from movieops.contract_hooks import fresh_idempotency_keys
 from movieops.embedded import VALKEY_MAXMEMORY, valkey_launch
 from movieops.errors import ExitCode, JobTimeout, MovieOpsError, NotRunning, UsageError
@@ -65,26 +65,6 @@ def test_jsonable_handles_paths_sets_and_nested_dataclasses() -> None:
         "e": 0,
     }
     assert MovieOpsError("m").code == "error"
-
-
-def test_schemathesis_command_line_is_built_from_options(tmp_path: Path) -> None:
-    """All four phases, the checks, JUnit report, the exemption header and a seed."""
-    command = build_command(
-        "st", "http://x/openapi.json", checks="all", max_examples=9, workers=3,
-        report_dir=tmp_path, token="secret-token-123456", seed=7,
-    )  # fmt: skip
-    assert command[0] == "st"
-    assert command[command.index("run") + 1] == "http://x/openapi.json"
-    assert command[command.index("--config-file") + 1].endswith("movieops/schemathesis.toml")
-    assert command[command.index("--phases") + 1] == "examples,coverage,fuzzing,stateful"
-    assert command[command.index("--checks") + 1] == "all"
-    assert command[command.index("--report") + 1] == "junit"
-    assert "X-RateLimit-Exempt: secret-token-123456" in command
-    assert command[-2:] == ["--seed", "7"]
-    assert "--header" not in build_command(
-        "st", "u", checks="all", max_examples=1, workers=1, report_dir=tmp_path, token=None,
-        seed=None,
-    )  # fmt: skip
 
 
 def test_exemption_token_is_created_once_and_private(tmp_path: Path) -> None:
