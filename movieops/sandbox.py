@@ -40,6 +40,7 @@ class Sandbox:
     api_url: str
     token: str
     workdir: Path
+    redis_url: str  # holds the disposable Redis's own password
 
 
 def free_port() -> int:
@@ -126,7 +127,10 @@ def disposable_api(timeout: float = 60) -> Iterator[Sandbox]:
     """Start a throw-away API (own SQLite, own valkey-server, fresh secret); remove it after."""
     workdir = private_dir(Path(tempfile.mkdtemp(prefix="movieops-contract-")))
     token = secrets.token_hex(24)
-    valkey = ValkeyServer(free_port(), workdir / "valkey", persistent=False)
+    # Its own password too: no Redis this project starts ever answers without one.
+    valkey = ValkeyServer(
+        free_port(), workdir / "valkey", persistent=False, password=secrets.token_hex(24)
+    )
     process: subprocess.Popen[bytes] | None = None
     try:
         try:
@@ -156,7 +160,7 @@ def disposable_api(timeout: float = 60) -> Iterator[Sandbox]:
             )
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url, process, log, timeout)
-        yield Sandbox(url, token, workdir)
+        yield Sandbox(url, token, workdir, valkey.url)
     finally:
         if process is not None:
             _stop(process)

@@ -13,15 +13,17 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis import Redis
+from redis.exceptions import AuthenticationError
 
 from movieops import contract, contract_hooks
 from movieops.errors import ContractFailed
-from movieops.sandbox import api_env, disposable_api
+from movieops.sandbox import Sandbox, api_env, disposable_api
 from tests.clihelp import Cli
 from tests.support import ThreadedServer, free_port
 
@@ -216,11 +218,21 @@ def test_a_failing_run_shows_no_secret_in_output_or_junit(tmp_path: Path) -> Non
     assert TOKEN not in report
 
 
+def _password(sandbox: Sandbox) -> str:
+    password = urlsplit(sandbox.redis_url).password
+    assert password
+    return password
+
+
 def test_a_run_against_a_disposable_api_passes_and_leaks_nothing(tmp_path: Path) -> None:
-    """The disposable API serves the contract (seeded, exempt) and is gone afterwards."""
+    """The disposable API serves the contract (seeded, exempt; its Redis needs a password) and
+    is gone afterwards."""
     lines: list[str] = []
     with disposable_api(60) as sandbox:
         workdir = sandbox.workdir
+        without_password = Redis.from_url(sandbox.redis_url.replace(f":{_password(sandbox)}@", "@"))
+        with pytest.raises(AuthenticationError), without_password:
+            without_password.ping()
         result = contract.run_contract(
             sandbox.api_url, token=sandbox.token, max_examples=1, workers=2, report_dir=tmp_path,
             on_output=lines.append, timeout=300, isolated=True,
