@@ -136,6 +136,17 @@ def stack() -> Iterator[Stack]:
             everything.compose.down(volumes=True, remove_orphans=True, quiet=True)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits(request: pytest.FixtureRequest) -> None:
+    """Each test that uses the stack starts with no rate-limit counters: the budget is per
+    client and route template, so one test's requests must not spend the next one's."""
+    if "stack" in request.fixturenames:
+        stack: Stack = request.getfixturevalue("stack")
+        keys = _rate_keys(stack)
+        if keys:
+            stack.docker.compose.execute("redis", ["redis-cli", "del", *keys], tty=False)
+
+
 def _rate_keys(stack: Stack) -> list[str]:
     output = stack.docker.compose.execute(
         "redis", ["redis-cli", "--scan", "--pattern", "rate:*"], tty=False
@@ -239,10 +250,6 @@ def test_proxy_profile_spreads_load_and_keeps_one_global_limit(stack: Stack) -> 
         for name, value in stack.env.items():
             patch.setenv(name, value)
         proxied.compose.up(detach=True, wait=True, wait_timeout=180, scales={"api": 3}, quiet=True)
-        # The budget is per route template: earlier tests' reads of /movies/{movie_id} count.
-        stale = [key for key in _rate_keys(stack) if key.endswith(":/movies/{movie_id}")]
-        if stale:
-            stack.docker.compose.execute("redis", ["redis-cli", "del", *stale], tty=False)
         statuses = [
             httpx.get(
                 f"{stack.proxy}/movies/4", headers={"X-Forwarded-For": f"198.51.100.{n}"}

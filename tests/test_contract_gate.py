@@ -266,7 +266,10 @@ def _catalog(database: Path) -> list[int]:
         return [row[0] for row in conn.execute("SELECT id FROM movies ORDER BY id")]
 
 
-def _keys(url: str) -> set[str]:
+def _keys(run: Cli) -> set[str]:
+    """Every key in the stack's Redis (which needs the password the local runtime generated)."""
+    password = (run.project_dir / ".movieops" / "redis.password").read_text().strip()
+    url = run.env["MOVIE_REDIS_URL"].replace("redis://", f"redis://:{password}@")
     with Redis.from_url(url, decode_responses=True) as redis:
         return set(redis.scan_iter(count=1000))
 
@@ -278,10 +281,10 @@ def test_default_contract_run_leaves_the_stacks_catalog_and_redis_untouched(
     run, database = stack
     films = _catalog(database)
     assert films
-    keys = _keys(run.env["MOVIE_REDIS_URL"])
+    keys = _keys(run)
     document = run.json("contract", "--max-examples", "2", "--timeout", "300")
     assert _catalog(database) == films
-    new = _keys(run.env["MOVIE_REDIS_URL"]) - keys
+    new = _keys(run) - keys
     assert not [key for key in new if key.startswith(("idem:", "rate:", "cache:"))], new
     assert document["data"]["isolated"] is True
     assert document["data"]["exempt"] is True
