@@ -7,51 +7,39 @@ exits with a documented code (movieops.errors.ExitCode).
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
-import os
-import sys
-import typing
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from redis.exceptions import RedisError
-from rich.console import Console
-from rich.live import Live
 
-from app.config import Settings
 from app.constants import JOB_ID_PATTERN, MAX_DB_ID
 from movieops import __version__, contract, jobs, ratelimits, render
+from movieops.clikit import (
+    SHOWN,
+    App,
+    JsonOption,
+    Options,
+    ProjectDirOption,
+    command,
+    github_group,
+    interactive,
+    progress_display,
+    run,
+    show_snapshots,
+)
 from movieops.doctor import run_checks
-from movieops.errors import MovieOpsError, NotRunning, PreflightFailed, Unhealthy, UsageError
-from movieops.output import dumps, envelope
+from movieops.errors import NotRunning, PreflightFailed, Unhealthy, UsageError
 from movieops.probes import Probe, check_health, redis_client
-from movieops.runtime import Check, Endpoints, Runtime, ServiceState, UpOptions
+from movieops.runtime import Check, ServiceState, UpOptions
 from movieops.runtime.selection import (
-    attached_endpoints,
     forget_runtime,
     remember_runtime,
-    select_runtime,
 )
 from movieops.secrets import redact_url
-from movieops.settings import CliSettings, load_cli_settings, load_stack_settings, state_dir_of
-from movieops.stack import ServiceProgress, bring_up
+from movieops.stack import bring_up
 from movieops.status import attached_status
 from movieops.timeparse import parse_since
-
-T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., None])
-
-
-class _Shown:
-    """Returned by an operation that already printed its output (watch loops, streams)."""
-
-
-SHOWN = _Shown()
 
 cli = typer.Typer(
     name="movieops",
@@ -62,220 +50,6 @@ cli = typer.Typer(
 )
 jobs_cli = typer.Typer(help="Background jobs: list them, or show one.", no_args_is_help=True)
 cli.add_typer(jobs_cli, name="jobs")
-
-
-@dataclass
-class Options:
-    """The global options as typed, before the subcommand or after it (after wins)."""
-
-    json: bool = False
-    runtime: str | None = None
-    api_url: str | None = None
-    redis_url: str | None = None
-    project_dir: Path | None = None
-
-    def merged(self, later: Options) -> Options:
-        """These options overridden by the ones given after the subcommand."""
-        return Options(
-            self.json or later.json,
-            later.runtime or self.runtime,
-            later.api_url or self.api_url,
-            later.redis_url or self.redis_url,
-            later.project_dir or self.project_dir,
-        )
-
-
-@dataclass
-class App:
-    """Per-invocation options and consoles, built once the command line is fully read."""
-
-    json: bool
-    cli_settings: CliSettings
-    project_dir: Path
-    api_url: str | None
-    redis_url: str | None
-    out: Console = field(default_factory=Console)
-    err: Console = field(default_factory=lambda: Console(stderr=True))
-    _stack: Settings | None = None
-    _runtime: Runtime | None = None
-
-    @property
-    def state_dir(self) -> Path:
-        """Where local state, tokens and reports live."""
-        return state_dir_of(self.cli_settings, self.project_dir)
-
-    @property
-    def stack(self) -> Settings:
-        """The stack's MOVIE_* settings (read on first use)."""
-        if self._stack is None:
-            self._stack = load_stack_settings()
-        return self._stack
-
-    @property
-    def attached(self) -> bool:
-        """Whether --api-url/--redis-url point at a stack movieops did not start."""
-        return bool(self.api_url or self.redis_url)
-
-    def say(self, message: str) -> None:
-        """Progress for people, always on stderr."""
-        self.err.print(message, highlight=False)
-
-    def runtime(self, token: str | None = None) -> Runtime:
-        """The runtime (built once); ``token`` defaults to the secret `up` made, if any."""
-        if self._runtime is None:
-            self._runtime = select_runtime(
-                self.cli_settings,
-                project_dir=self.project_dir,
-                state_dir=self.state_dir,
-                stack=lambda: self.stack,
-                token=token or contract.read_token(self.state_dir),
-                say=self.say,
-            )
-        return self._runtime
-
-    def endpoints(self) -> Endpoints:
-        """Where the stack answers: --api-url/--redis-url, else the runtime's."""
-        if self.attached:
-            return attached_endpoints(
-                self.cli_settings, self.api_url, self.redis_url, lambda: self.runtime().endpoints()
-            )
-        return self.runtime().endpoints()
-
-
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON envelope on stdout (progress on stderr).")
-]
-RuntimeOption = Annotated[
-    str | None,
-    typer.Option(
-        "--runtime",
-        help="auto (compose if Docker answers, else local), compose or local.",
-        show_default="auto",
-    ),
-]
-ApiUrlOption = Annotated[str | None, typer.Option(help="Attach to the API at this URL instead.")]
-RedisUrlOption = Annotated[str | None, typer.Option(help="Attach to Redis at this URL instead.")]
-ProjectDirOption = Annotated[
-    Path | None, typer.Option(help="The project (compose.yaml, .movieops/).", show_default="cwd")
-]
-_GLOBALS = [
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
-    for name, kind, default in [
-        ("json_output", JsonOption, False),
-        ("runtime", RuntimeOption, None),
-        ("api_url", ApiUrlOption, None),
-        ("redis_url", RedisUrlOption, None),
-        ("project_dir", ProjectDirOption, None),
-    ]
-]
-
-
-def command(group: typer.Typer, name: str | None = None) -> Callable[[F], F]:
-    """Register a command that also takes the global options after its name."""
-
-    def register(function: F) -> F:
-        @functools.wraps(function)
-        def with_globals(*args: Any, **kwargs: Any) -> None:
-            later = Options(*(kwargs.pop(p.name) for p in _GLOBALS))
-            ctx: typer.Context = kwargs["ctx"]
-            ctx.obj = (ctx.obj or Options()).merged(later)
-            function(*args, **kwargs)
-
-        signature = inspect.signature(function, eval_str=True)
-        with_globals.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=[*signature.parameters.values(), *_GLOBALS]
-        )
-        with_globals.__annotations__ = {
-            **typing.get_type_hints(function, include_extras=True),
-            **{p.name: p.annotation for p in _GLOBALS},
-        }
-        group.command(name)(with_globals)
-        return function
-
-    return register
-
-
-def _app(ctx: typer.Context) -> App:
-    """The App for the options typed; an invalid MOVIEOPS_* setting fails the command here."""
-    options: Options = ctx.obj or Options()
-    project = (options.project_dir or Path()).resolve()
-    command_name = ctx.command_path.split(" ", 1)[-1]
-    try:
-        settings = load_cli_settings(runtime=options.runtime)
-    except MovieOpsError as exc:
-        app = App(options.json, CliSettings(), project, options.api_url, options.redis_url)
-        raise _fail(app, command_name, exc) from None
-    return App(
-        options.json,
-        settings,
-        project,
-        options.api_url or settings.api_url,
-        options.redis_url or settings.redis_url,
-    )
-
-
-def _interactive(app: App) -> bool:
-    return not app.json and sys.stderr.isatty() and sys.stdin.isatty()
-
-
-@contextmanager
-def _github_group(title: str) -> Iterator[None]:
-    """Collapse long progress into a group on GitHub Actions."""
-    grouped = os.environ.get("GITHUB_ACTIONS") == "true"
-    if grouped:
-        print(f"::group::{title}", file=sys.stderr, flush=True)
-    try:
-        yield
-    finally:
-        if grouped:
-            print("::endgroup::", file=sys.stderr, flush=True)
-
-
-def _run(
-    ctx: typer.Context,
-    command: str,
-    operation: Callable[[App], T],
-    show: Callable[[App, T], None] | None = None,
-) -> T:
-    """Run an operation: render its result, or turn its error into one line and an exit code."""
-    app = _app(ctx)
-    try:
-        result = operation(app)
-    except typer.Exit:
-        raise
-    except MovieOpsError as exc:
-        _fail(app, command, exc)
-    except KeyboardInterrupt:
-        app.say("interrupted")
-        raise typer.Exit(130) from None
-    except Exception as exc:
-        if os.environ.get("MOVIEOPS_DEBUG"):
-            raise
-        _fail(
-            app,
-            command,
-            MovieOpsError(
-                f"unexpected error: {type(exc).__name__}: {exc}",
-                hint="re-run with MOVIEOPS_DEBUG=1 for the traceback, and report it",
-            ),
-        )
-    if isinstance(result, _Shown):
-        return result
-    if app.json:
-        print(dumps(envelope(command, result)))
-    elif show is not None:
-        show(app, result)
-    return result
-
-
-def _fail(app: App, command: str, exc: MovieOpsError) -> typer.Exit:
-    if app.json:
-        print(dumps(envelope(command, error=exc)))
-    else:
-        app.err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            app.err.print(f"hint: {exc.hint}", highlight=False, soft_wrap=True)
-    raise typer.Exit(int(exc.exit_code))
 
 
 def _version(value: bool) -> None:
@@ -346,8 +120,8 @@ def up(
         # The contract run's rate-limit exemption secret, handed to the API at start.
         runtime = app.runtime(token=contract.ensure_token(app.state_dir))
         options = UpOptions(build=build, proxy=proxy, replicas=replicas)
-        live = _progress_display(app)
-        with _github_group("movieops up"), live as update:
+        live = progress_display(app)
+        with github_group("movieops up"), live as update:
             result = bring_up(
                 runtime,
                 options,
@@ -360,26 +134,7 @@ def up(
         remember_runtime(app.state_dir, runtime.name)
         return result
 
-    _run(ctx, "up", operation, lambda app, result: render.print_up(app.err, result))
-
-
-@contextmanager
-def _progress_display(app: App) -> Iterator[Callable[[list[ServiceProgress]], None]]:
-    """A live table on a terminal; one line per change otherwise (CI, --json)."""
-    if sys.stderr.isatty() and not app.json:
-        with Live(console=app.err, refresh_per_second=8, transient=False) as live:
-            yield lambda rows: live.update(render.progress_table(rows))
-        return
-    seen: dict[str, str] = {}
-
-    def plain(rows: list[ServiceProgress]) -> None:
-        for row in rows:
-            line = render.progress_line(row)
-            if seen.get(row.service) != line:
-                seen[row.service] = line
-                app.say(line)
-
-    yield plain
+    run(ctx, "up", operation, lambda app, result: render.print_up(app.err, result))
 
 
 @command(cli)
@@ -398,7 +153,7 @@ def down(
         if app.attached:
             raise UsageError("down manages a stack movieops runs; drop --api-url/--redis-url")
         if volumes and not yes:
-            if not _interactive(app):
+            if not interactive(app):
                 raise UsageError(
                     "refusing to delete data without confirmation",
                     hint="add --yes to delete the volumes non-interactively",
@@ -414,7 +169,7 @@ def down(
         for line in result["done"]:
             app.err.print(line)
 
-    _run(ctx, "down", operation, show)
+    run(ctx, "down", operation, show)
 
 
 @command(cli)
@@ -430,7 +185,7 @@ def status(ctx: typer.Context) -> None:
         title = "attached stack" if app.attached else f"{app.runtime().name} runtime"
         app.out.print(render.status_table(states, title))
 
-    _run(ctx, "status", operation, show)
+    run(ctx, "status", operation, show)
 
 
 @command(cli)
@@ -454,7 +209,7 @@ def health(
                 app.out.print(render.probes_table(exc.data))
             raise
 
-    _run(ctx, "health", operation, lambda app, probes: app.out.print(render.probes_table(probes)))
+    run(ctx, "health", operation, lambda app, probes: app.out.print(render.probes_table(probes)))
 
 
 @command(cli)
@@ -489,7 +244,7 @@ def logs(
             print(line, flush=follow)
         return SHOWN
 
-    _run(ctx, "logs", operation)
+    run(ctx, "logs", operation)
 
 
 # --- operating -------------------------------------------------------------------------------
@@ -541,7 +296,7 @@ def rate_limits(
                     interval,
                     count,
                 )
-                _show_snapshots(app, snapshots)
+                show_snapshots(app, snapshots)
                 return SHOWN
         except (OSError, RedisError) as exc:
             raise NotRunning(
@@ -555,21 +310,7 @@ def rate_limits(
         elif result is not None:
             app.out.print(render.counters_table(result))
 
-    _run(ctx, "rate-limits", operation, show)
-
-
-def _show_snapshots(app: App, snapshots: Iterator[list[ratelimits.Counter]]) -> None:
-    """A live table on a terminal; else one table (or envelope) per snapshot."""
-    if sys.stdout.isatty() and not app.json:
-        with Live(console=app.out, refresh_per_second=4) as live:
-            for counters in snapshots:
-                live.update(render.counters_table(counters))
-        return
-    for counters in snapshots:
-        if app.json:
-            print(dumps(envelope("rate-limits", counters)), flush=True)
-        else:
-            app.out.print(render.counters_table(counters))
+    run(ctx, "rate-limits", operation, show)
 
 
 @command(cli)
@@ -602,13 +343,13 @@ def refresh(
         else:
             render.print_refresh(app.out, outcome)
 
-    _run(ctx, "refresh", operation, show)
+    run(ctx, "refresh", operation, show)
 
 
 @command(jobs_cli, "ls")
 def jobs_ls(ctx: typer.Context) -> None:
     """Queued, running and finished jobs with tries, times, result or error."""
-    _run(
+    run(
         ctx,
         "jobs ls",
         lambda app: asyncio.run(jobs.list_jobs(app.endpoints().redis_url)),
@@ -636,7 +377,7 @@ def jobs_show(
             )
         return job
 
-    _run(ctx, "jobs show", operation, lambda app, job: render.print_job(app.out, job))
+    run(ctx, "jobs show", operation, lambda app, job: render.print_job(app.out, job))
 
 
 @command(cli, "contract")
@@ -710,14 +451,14 @@ def contract_command(
             from movieops.sandbox import disposable_api
 
             app.say("starting a disposable API for the run (own database and Redis)")
-            with _github_group("movieops contract"), disposable_api(schema_timeout) as sandbox:
+            with github_group("movieops contract"), disposable_api(schema_timeout) as sandbox:
                 return contract.run_contract(
                     sandbox.api_url, token=sandbox.token, isolated=True, **options
                 )
         secret = token or app.cli_settings.contract_token or contract.read_token(app.state_dir)
         if secret is None:
             app.say("no exemption secret: the run will meet the rate limit (mostly 429s)")
-        with _github_group("movieops contract"):
+        with github_group("movieops contract"):
             return contract.run_contract(app.endpoints().api_url, token=secret, **options)
 
     def show(app: App, result: contract.ContractResult) -> None:
@@ -727,7 +468,7 @@ def contract_command(
             f"JUnit report {result.junit or result.report_dir}"
         )
 
-    _run(ctx, "contract", operation, show)
+    run(ctx, "contract", operation, show)
 
 
 @command(cli)
@@ -745,7 +486,7 @@ def doctor(
                 app.out.print(render.checks_table(exc.data))
             raise
 
-    _run(ctx, "doctor", operation, lambda app, checks: app.out.print(render.checks_table(checks)))
+    run(ctx, "doctor", operation, lambda app, checks: app.out.print(render.checks_table(checks)))
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ def test_config_and_constants_import_nothing_local() -> None:
 RUNTIMES = ROOT / "movieops" / "runtime"
 # The package's protocol (__init__) and its one factory (selection) may name every runtime.
 SHARED_RUNTIME_MODULES = {"__init__.py", "selection.py"}
-RENDERING_MODULES = {"cli.py", "render.py", "output.py"}
+RENDERING_MODULES = {"cli.py", "clikit.py", "render.py", "output.py"}
 
 
 def test_no_runtime_imports_another() -> None:
@@ -52,14 +52,12 @@ def test_no_runtime_imports_another() -> None:
 
 
 def test_the_cli_does_not_build_runtimes() -> None:
-    """cli.py asks movieops.runtime.selection for a runtime; it never constructs one."""
-    source = (ROOT / "movieops" / "cli.py").read_text()
-    assert "ComposeRuntime" not in source
-    assert "LocalRuntime" not in source
-    assert not _imports(ROOT / "movieops" / "cli.py") & {
-        "movieops.runtime.compose",
-        "movieops.runtime.local",
-    }
+    """The CLI asks movieops.runtime.selection for a runtime; it never constructs one."""
+    for module in ("cli.py", "clikit.py"):
+        path = ROOT / "movieops" / module
+        assert "ComposeRuntime" not in path.read_text(), module
+        assert "LocalRuntime" not in path.read_text(), module
+        assert not _imports(path) & {"movieops.runtime.compose", "movieops.runtime.local"}
 
 
 def test_operations_never_print() -> None:
