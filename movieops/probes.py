@@ -11,7 +11,10 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from app.constants import HEALTH_CHECK_KEY
+from movieops.errors import NotRunning, Unhealthy
 from movieops.runtime import Endpoints
+from movieops.secrets import redact_url
+from movieops.waiting import wait_until
 
 PROBE_TIMEOUT_SECONDS = 2.0
 
@@ -98,3 +101,41 @@ def service_probe(service: str, endpoints: Endpoints, worker_interval_seconds: i
         "proxy": lambda: probe_http(f"{endpoints.proxy_url}/health"),
     }
     return _timed(service, checks[service])
+
+
+def check_health(
+    endpoints: Endpoints, worker_interval_seconds: int, *, wait: bool, timeout: float
+) -> list[Probe]:
+    """Every probe passing (with ``wait``: once they all pass within ``timeout`` seconds).
+
+    Raises NotRunning when nothing answers at all (without ``wait``), else Unhealthy naming each
+    failing probe; both carry the probes as data.
+    """
+    last: list[Probe] = []
+
+    def passing() -> list[Probe] | None:
+        nonlocal last
+        last = run_probes(endpoints, worker_interval_seconds)
+        bad = [p for p in last if not p.ok]
+        if not bad:
+            return last
+        if not wait and len(bad) == len(last):
+            raise NotRunning(
+                f"nothing answers at {endpoints.api_url} or {redact_url(endpoints.redis_url)}",
+                hint="start the stack with `movieops up` (or check --api-url/--redis-url)",
+                data=last,
+            )
+        if not wait:
+            raise _unhealthy(last)
+        return None
+
+    return wait_until(passing, within=timeout, interval=0.5, error=lambda: _unhealthy(last))
+
+
+def _unhealthy(probes: list[Probe]) -> Unhealthy:
+    bad = [p for p in probes if not p.ok]
+    return Unhealthy(
+        f"{len(bad)} probe(s) failing: " + "; ".join(f"{p.name}: {p.detail}" for p in bad),
+        hint="`movieops status` and `movieops logs` show why",
+        data=probes,
+    )

@@ -7,6 +7,8 @@ every path no route matches). Filters take what an operator has at hand: ``--cli
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,3 +102,15 @@ def reset_client(redis: Redis, client: str) -> int:
         removed: Any = redis.delete(*keys[start : start + SCAN_COUNT])
         deleted += int(removed)
     return deleted
+
+
+def watch(
+    read: Callable[[], list[Counter]], interval: float, count: int | None = None
+) -> Iterator[list[Counter]]:
+    """Snapshots from ``read`` every ``interval`` seconds; ``count`` of them, or forever."""
+    taken = 0
+    while count is None or taken < count:
+        yield read()
+        taken += 1
+        if count is None or taken < count:
+            time.sleep(interval)

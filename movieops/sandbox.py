@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import httpx
 from movieops.embedded import EmbeddedValkeyError, ValkeyServer
 from movieops.errors import PreflightFailed
 from movieops.secrets import private_dir, redact, redact_urls_in
+from movieops.waiting import wait_until
 
 LOG_TAIL_LINES = 20
 REDIS_TIMEOUT_MS = 5_000
@@ -89,9 +89,10 @@ def _log_tail(path: Path, hidden: list[str]) -> str:
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
     last = "no answer"
-    while time.monotonic() < deadline:
+
+    def ready() -> bool | None:
+        nonlocal last
         if process.poll() is not None:
             raise PreflightFailed(
                 f"the disposable API exited with code {process.returncode} before it was ready",
@@ -99,13 +100,21 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: 
             )
         try:
             response = httpx.get(f"{url}/ready", timeout=2)
-            if response.status_code == 200:
-                return
-            last = f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             last = type(exc).__name__
-        time.sleep(0.2)
-    raise PreflightFailed(
+            return None
+        if response.status_code == 200:
+            return True
+        last = f"HTTP {response.status_code}"
+        return None
+
+    wait_until(
+        ready, within=timeout, interval=0.2, error=lambda: _not_ready(url, log, timeout, last)
+    )
+
+
+def _not_ready(url: str, log: Path, timeout: float, last: str) -> PreflightFailed:
+    return PreflightFailed(
         f"the disposable API at {url} was not ready within {timeout:g}s ({last})",
         hint="raise --schema-timeout; its log: " + (_log_tail(log, []) or "(empty)"),
     )

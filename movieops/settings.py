@@ -41,6 +41,12 @@ class CliSettings(BaseSettings):
     )
 
 
+def state_dir_of(settings: CliSettings, project_dir: Path) -> Path:
+    """Where local state, tokens and reports live (MOVIEOPS_STATE_DIR, relative to the project)."""
+    path = settings.state_dir
+    return path if path.is_absolute() else project_dir / path
+
+
 def load_cli_settings(**overrides: object) -> CliSettings:
     """MOVIEOPS_* settings, or a ConfigError naming the bad variable."""
     clean = {k: v for k, v in overrides.items() if v is not None}

@@ -32,3 +32,47 @@ def test_config_and_constants_import_nothing_local() -> None:
     """The shared modules stay leaf modules, safe for the worker and the CLI to import."""
     for module in ("config.py", "constants.py"):
         assert not {n for n in _imports(ROOT / "app" / module) if n.startswith("app")}, module
+
+
+RUNTIMES = ROOT / "movieops" / "runtime"
+# The package's protocol (__init__) and its one factory (selection) may name every runtime.
+SHARED_RUNTIME_MODULES = {"__init__.py", "selection.py"}
+RENDERING_MODULES = {"cli.py", "clikit.py", "render.py", "output.py"}
+
+
+def test_no_runtime_imports_another() -> None:
+    """Each runtime stands alone: shared helpers live outside the runtime package."""
+    runtimes = {p.stem for p in RUNTIMES.glob("*.py") if p.name not in SHARED_RUNTIME_MODULES}
+    assert runtimes >= {"compose", "local"}
+    for path in RUNTIMES.glob("*.py"):
+        if path.name in SHARED_RUNTIME_MODULES:
+            continue
+        others = {f"movieops.runtime.{name}" for name in runtimes - {path.stem}}
+        assert not _imports(path) & others, path.name
+
+
+def test_the_cli_does_not_build_runtimes() -> None:
+    """The CLI asks movieops.runtime.selection for a runtime; it never constructs one."""
+    for module in ("cli.py", "clikit.py"):
+        path = ROOT / "movieops" / module
+        assert "ComposeRuntime" not in path.read_text(), module
+        assert "LocalRuntime" not in path.read_text(), module
+        assert not _imports(path) & {"movieops.runtime.compose", "movieops.runtime.local"}
+
+
+def test_operations_never_print() -> None:
+    """Operations return data: only the CLI and the renderers write to the terminal."""
+    offenders: list[str] = []
+    for path in (ROOT / "movieops").rglob("*.py"):
+        if path.name in RENDERING_MODULES and path.parent.name == "movieops":
+            continue
+        offenders.extend(
+            f"{path.relative_to(ROOT)}:{node.lineno} print("
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "print"
+        )
+        if {"rich", "rich.console", "rich.live"} & _imports(path):
+            offenders.append(f"{path.relative_to(ROOT)}: imports a Rich console")
+    assert offenders == []

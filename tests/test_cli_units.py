@@ -22,10 +22,10 @@ from movieops.runtime.compose import compose_env, parse_ps
 from movieops.runtime.local import (
     LocalLayout,
     LocalRuntime,
-    parse_since,
     supervisord_config,
     with_password,
 )
+from movieops.timeparse import parse_since
 from tests.clihelp import SCHEMA, Cli
 from tests.support import free_port
 

@@ -72,8 +72,6 @@ class UpOptions:
 class Runtime(Protocol):
     """What every runtime provides."""
 
-    token: str | None  # the rate-limit exemption secret handed to the API at start
-
     @property
     def name(self) -> str:
         """compose or local."""

