@@ -17,6 +17,9 @@ from movieops.probes import Probe, service_probe
 from movieops.runtime import Check, Endpoints, Runtime, ServiceState, UpOptions
 
 POLL_SECONDS = 0.25
+CRASH_RESTARTS = 3
+"""Restarts while `up` waits after which a service counts as crash-looping: waiting longer
+cannot help, so `up` stops at once instead of running out its whole budget."""
 
 
 @dataclass
@@ -70,16 +73,25 @@ def wait_healthy(
     """Wait until every service is healthy; each has ``budget_seconds`` from the start.
 
     Healthy means: running, its container healthcheck (if any) passing, and its semantic probe
-    passing. Raises Unhealthy naming the first service that ran out of budget.
+    passing. Raises Unhealthy naming the first service that ran out of budget, or at once the
+    first one that keeps crashing (restarted ``CRASH_RESTARTS`` times since the wait began).
     """
     started = time.monotonic()
     progress = {s: ServiceProgress(s) for s in runtime.services}
     endpoints = runtime.endpoints()
+    first_restarts: dict[str, int] = {}
     while True:
         by_service: dict[str, list[ServiceState]] = {}
+        crashing: dict[str, int] = {}
         for state in runtime.status():
             base = state.service.split("-")[0]  # replicas show as api-1, api-2 …
             by_service.setdefault(base, []).append(state)
+            if state.restarts is not None:
+                restarted = state.restarts - first_restarts.setdefault(
+                    state.service, state.restarts
+                )
+                if restarted >= CRASH_RESTARTS:
+                    crashing[base] = max(crashing.get(base, 0), restarted)
         for service, item in progress.items():
             if item.healthy:
                 continue
@@ -104,6 +116,15 @@ def wait_healthy(
         on_progress(list(progress.values()))
         if all(item.healthy for item in progress.values()):
             return list(progress.values())
+        crashed = next(
+            (i for i in progress.values() if not i.healthy and i.service in crashing), None
+        )
+        if crashed is not None:
+            raise Unhealthy(
+                f"{crashed.service} keeps crashing: restarted {crashing[crashed.service]} times "
+                f"in {time.monotonic() - started:.0f}s (state: {crashed.state})",
+                data={"blocked": crashed.service, "services": list(progress.values())},
+            )
         if time.monotonic() - started > budget_seconds:
             blocked = next(item for item in progress.values() if not item.healthy)
             raise Unhealthy(
@@ -183,7 +204,8 @@ def bring_up(
         health = runtime.health_log(blocked) if blocked else ""
         raise Unhealthy(
             exc.message,
-            hint=f"failure bundle saved in {bundle}; `movieops logs {blocked or ''}` shows more",
+            hint=f"failure bundle saved in {bundle}",
+            next_command=f"movieops logs {blocked}" if blocked else "movieops logs",
             data={
                 **(exc.data if isinstance(exc.data, dict) else {}),
                 "bundle": str(bundle),
