@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,6 +136,19 @@ def wait_healthy(
         time.sleep(POLL_SECONDS)
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+
+
+def last_exception(log_lines: list[str]) -> str | None:
+    """The last ``SomeError: text`` line of a service's log (its ``service |`` prefix dropped):
+    the cause of a crash, in one line."""
+    for line in reversed(log_lines):
+        text = line.split("| ", 1)[1] if "| " in line else line
+        if _EXCEPTION_LINE.match(text):
+            return text.strip()
+    return None
+
+
 def save_bundle(runtime: Runtime, reports_dir: Path, blocked: str | None) -> Path:
     """A failure bundle: status, logs, health output and versions, in one directory."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -202,8 +216,9 @@ def bring_up(
             with contextlib.suppress(MovieOpsError):
                 last_logs = list(runtime.logs([blocked], 15, None, False))
         health = runtime.health_log(blocked) if blocked else ""
+        cause = last_exception(last_logs)
         raise Unhealthy(
-            exc.message,
+            f"{exc.message}: {cause}" if cause else exc.message,
             hint=f"failure bundle saved in {bundle}",
             next_command=f"movieops logs {blocked}" if blocked else "movieops logs",
             data={

@@ -25,6 +25,7 @@ from movieops.errors import (
 )
 from movieops.output import envelope
 from movieops.preflight import database_check
+from movieops.stack import last_exception
 from tests.clihelp import SCHEMA, Cli
 from tests.support import ValkeyProcess, free_port
 
@@ -222,11 +223,24 @@ def test_up_stops_waiting_for_a_crash_looping_api_and_shows_why(tmp_path: Path) 
     lines = result.stderr.splitlines()
     error = next(line for line in lines if line.startswith("error: "))
     assert "keeps crashing" in error
+    assert error.endswith("file is not a database")  # the cause, on the error line itself
     service = error.removeprefix("error: ").split()[0]
     assert service in {"api", "worker"}
     after = lines[lines.index(error) + 1 :]
     assert any("file is not a database" in line for line in after)
     assert f"next: movieops logs {service}" in lines
+
+
+def test_last_exception_is_the_cause_line_of_a_traceback() -> None:
+    """The last `SomeError: text` line, without the service prefix; None when there is none."""
+    lines = [
+        "api    | Traceback (most recent call last):",
+        "api    | sqlite3.OperationalError: unable to open database file",
+        "api    | (Background on this error at: https://sqlalche.me/e/21/e3q8)",
+        "api    | ERROR:    Application startup failed. Exiting.",
+    ]
+    assert last_exception(lines) == "sqlite3.OperationalError: unable to open database file"
+    assert last_exception(["api    | INFO: started"]) is None
 
 
 # --- doctor on a running stack --------------------------------------------------------------
