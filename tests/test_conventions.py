@@ -177,6 +177,13 @@ def test_not_running_suggests_up_in_json_and_in_the_terminal(tmp_path: Path) -> 
     assert "next: movieops up" in human.stderr.splitlines()
 
 
+def test_an_unknown_job_suggests_listing_the_jobs(tmp_path: Path, valkey: ValkeyProcess) -> None:
+    """`jobs show` of a job Redis does not know: next is `movieops jobs ls`, not `up`."""
+    run = Cli(tmp_path, {})
+    error = run.json("--redis-url", valkey.url, "jobs", "show", "refresh:404404", code=9)["error"]
+    assert error["next_command"] == "movieops jobs ls"
+
+
 # --- a failing `up` -------------------------------------------------------------------------
 
 
