@@ -1,4 +1,9 @@
-"""The application factory: ``create_app(settings)`` wires database, Redis and middleware."""
+"""The application factory: ``create_app(settings)`` wires database, Redis and middleware.
+
+``app`` (as in ``uvicorn app.main:app`` or ``fastapi run app/main.py``) is the API built from
+the environment's settings on first access, never at import: importing this module reads no
+settings and connects nothing.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,12 @@ from starlette.routing import Match
 from app.accesslog import AccessLogMiddleware
 from app.bodylimit import BodyLimitMiddleware
 from app.cache import ResponseCache
-from app.config import Settings
+from app.config import Settings, load_settings_or_exit
 from app.db import create_engine, create_schema, session_factory
 from app.deps import Services
 from app.idempotency import IdempotencyMiddleware
 from app.identity import IdentityMiddleware
+from app.logs import configure_logging
 from app.ratelimit import RateLimiter, RateLimitMiddleware
 from app.redisguard import RedisGuard
 from app.responses import bounded_errors
@@ -129,3 +135,20 @@ def create_app(settings: Settings) -> FastAPI:
         body_timeout_seconds=settings.body_timeout_seconds,
     )
     return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    """``app``: the API for the environment's settings, built once on first access (an invalid
+    MOVIE_* setting prints one line and exits 2, as ``python -m app`` does)."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    settings = load_settings_or_exit()
+    configure_logging(settings.log_level)
+    served = create_app(settings)
+    globals()["app"] = served  # later look-ups (uvicorn's, after fastapi-cli's) find this one
+    return served
+
+
+def __dir__() -> list[str]:
+    """The module's names, with ``app`` (fastapi-cli looks for it in ``dir()``)."""
+    return sorted({*globals(), "app"})

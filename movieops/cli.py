@@ -374,6 +374,7 @@ def jobs_show(
             raise NotRunning(
                 f"no job {job_id} (never queued, or its result expired)",
                 hint="`movieops jobs ls` lists the known jobs",
+                next_command="movieops jobs ls",
             )
         return job
 

@@ -249,9 +249,7 @@ def fail(app: App, command: str, exc: MovieOpsError) -> typer.Exit:
     if app.json:
         print(dumps(envelope(command, error=exc)))
     else:
-        app.err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            app.err.print(f"hint: {exc.hint}", highlight=False, soft_wrap=True)
+        render.print_error(app.err, exc)
     raise typer.Exit(int(exc.exit_code))
 
 

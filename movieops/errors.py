@@ -1,5 +1,7 @@
-"""One error tree for the CLI. Each error carries a stable code, its documented exit code and a
-hint; only the CLI edge catches them, prints one line (or the JSON envelope) and exits."""
+"""One error tree for the CLI. Each error carries a stable code, its documented exit code, a
+hint, whether running the same command again later may succeed (``retryable``) and, where the CLI
+knows it, the command to run next; only the CLI edge catches them, prints one line (or the JSON
+envelope) and exits."""
 
 from __future__ import annotations
 
@@ -26,12 +28,22 @@ class MovieOpsError(Exception):
 
     exit_code: ExitCode = ExitCode.ERROR
     code = "error"
+    retryable = False
+    """Whether the same command may succeed later without a change (a stack still starting)."""
+    default_next_command: str | None = None
 
-    def __init__(self, message: str, hint: str | None = None, data: object = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        data: object = None,
+        next_command: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.data = data
+        self.next_command = next_command or self.default_next_command
 
 
 class UsageError(MovieOpsError):
@@ -67,6 +79,8 @@ class Unhealthy(MovieOpsError):
 
     exit_code = ExitCode.UNHEALTHY
     code = "unhealthy"
+    retryable = True
+    default_next_command = "movieops logs"
 
 
 class ContractFailed(MovieOpsError):
@@ -88,6 +102,8 @@ class JobTimeout(MovieOpsError):
 
     exit_code = ExitCode.JOB_TIMEOUT
     code = "job_timeout"
+    retryable = True
+    default_next_command = "movieops health"
 
 
 class NotRunning(MovieOpsError):
@@ -95,3 +111,5 @@ class NotRunning(MovieOpsError):
 
     exit_code = ExitCode.NOT_RUNNING
     code = "not_running"
+    retryable = True
+    default_next_command = "movieops up"

@@ -33,7 +33,8 @@ def jsonable(value: Any) -> Any:
 
 
 def envelope(command: str, data: Any = None, error: MovieOpsError | None = None) -> dict[str, Any]:
-    """The versioned envelope: schema_version, command, ok, data, error {code, message, hint}."""
+    """The versioned envelope: schema_version, command, ok, data,
+    error {code, message, hint, retryable, next_command}."""
     return {
         "schema_version": SCHEMA_VERSION,
         "command": command,
@@ -41,7 +42,13 @@ def envelope(command: str, data: Any = None, error: MovieOpsError | None = None)
         "data": jsonable(error.data if error is not None and data is None else data),
         "error": None
         if error is None
-        else {"code": error.code, "message": error.message, "hint": error.hint},
+        else {
+            "code": error.code,
+            "message": error.message,
+            "hint": error.hint,
+            "retryable": error.retryable,
+            "next_command": error.next_command,
+        },
     }
 
 

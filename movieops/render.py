@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.jobs import JobView
+from movieops.errors import MovieOpsError
 from movieops.jobs import RefreshOutcome
 from movieops.probes import Probe
 from movieops.ratelimits import Counter
@@ -178,3 +179,17 @@ def print_up(console: Console, result: UpResult) -> None:
         "next: movieops health · movieops rate-limits · movieops refresh --user 42 --wait · "
         "movieops contract · movieops down"
     )
+
+
+def print_error(console: Console, error: MovieOpsError) -> None:
+    """The error line, the blocking service's last log lines (a failed `up`), hint and next step."""
+    console.print(f"[red]error:[/red] {error.message}", highlight=False, soft_wrap=True)
+    last_lines = error.data.get("last_log_lines") if isinstance(error.data, dict) else None
+    if last_lines:
+        console.print("last log lines:", highlight=False)
+        for line in last_lines:
+            console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
+    if error.hint:
+        console.print(f"hint: {error.hint}", highlight=False, soft_wrap=True)
+    if error.next_command:
+        console.print(f"next: {error.next_command}", highlight=False, soft_wrap=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from movieops.probes import Probe, service_probe
 from movieops.runtime import Check, Endpoints, Runtime, ServiceState, UpOptions
 
 POLL_SECONDS = 0.25
+CRASH_RESTARTS = 3
+"""Restarts while `up` waits after which a service counts as crash-looping: waiting longer
+cannot help, so `up` stops at once instead of running out its whole budget."""
 
 
 @dataclass
@@ -70,16 +74,25 @@ def wait_healthy(
     """Wait until every service is healthy; each has ``budget_seconds`` from the start.
 
     Healthy means: running, its container healthcheck (if any) passing, and its semantic probe
-    passing. Raises Unhealthy naming the first service that ran out of budget.
+    passing. Raises Unhealthy naming the first service that ran out of budget, or at once the
+    first one that keeps crashing (restarted ``CRASH_RESTARTS`` times since the wait began).
     """
     started = time.monotonic()
     progress = {s: ServiceProgress(s) for s in runtime.services}
     endpoints = runtime.endpoints()
+    first_restarts: dict[str, int] = {}
     while True:
         by_service: dict[str, list[ServiceState]] = {}
+        crashing: dict[str, int] = {}
         for state in runtime.status():
             base = state.service.split("-")[0]  # replicas show as api-1, api-2 …
             by_service.setdefault(base, []).append(state)
+            if state.restarts is not None:
+                restarted = state.restarts - first_restarts.setdefault(
+                    state.service, state.restarts
+                )
+                if restarted >= CRASH_RESTARTS:
+                    crashing[base] = max(crashing.get(base, 0), restarted)
         for service, item in progress.items():
             if item.healthy:
                 continue
@@ -104,6 +117,15 @@ def wait_healthy(
         on_progress(list(progress.values()))
         if all(item.healthy for item in progress.values()):
             return list(progress.values())
+        crashed = next(
+            (i for i in progress.values() if not i.healthy and i.service in crashing), None
+        )
+        if crashed is not None:
+            raise Unhealthy(
+                f"{crashed.service} keeps crashing: restarted {crashing[crashed.service]} times "
+                f"in {time.monotonic() - started:.0f}s (state: {crashed.state})",
+                data={"blocked": crashed.service, "services": list(progress.values())},
+            )
         if time.monotonic() - started > budget_seconds:
             blocked = next(item for item in progress.values() if not item.healthy)
             raise Unhealthy(
@@ -112,6 +134,19 @@ def wait_healthy(
                 data={"blocked": blocked.service, "services": list(progress.values())},
             )
         time.sleep(POLL_SECONDS)
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+
+
+def last_exception(log_lines: list[str]) -> str | None:
+    """The last ``SomeError: text`` line of a service's log (its ``service |`` prefix dropped):
+    the cause of a crash, in one line."""
+    for line in reversed(log_lines):
+        text = line.split("| ", 1)[1] if "| " in line else line
+        if _EXCEPTION_LINE.match(text):
+            return text.strip()
+    return None
 
 
 def save_bundle(runtime: Runtime, reports_dir: Path, blocked: str | None) -> Path:
@@ -181,9 +216,11 @@ def bring_up(
             with contextlib.suppress(MovieOpsError):
                 last_logs = list(runtime.logs([blocked], 15, None, False))
         health = runtime.health_log(blocked) if blocked else ""
+        cause = last_exception(last_logs)
         raise Unhealthy(
-            exc.message,
-            hint=f"failure bundle saved in {bundle}; `movieops logs {blocked or ''}` shows more",
+            f"{exc.message}: {cause}" if cause else exc.message,
+            hint=f"failure bundle saved in {bundle}",
+            next_command=f"movieops logs {blocked}" if blocked else "movieops logs",
             data={
                 **(exc.data if isinstance(exc.data, dict) else {}),
                 "bundle": str(bundle),

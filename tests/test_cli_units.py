@@ -51,6 +51,8 @@ def test_envelope_matches_the_published_schema_for_success_and_error() -> None:
         "code": "job_timeout",
         "message": "too slow",
         "hint": "check the worker",
+        "retryable": True,
+        "next_command": "movieops health",
     }
     assert error["data"]["job_id"] == "refresh:1"
     with pytest.raises(jsonschema.ValidationError):

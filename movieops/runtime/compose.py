@@ -16,6 +16,7 @@ from python_on_whales.utils import run
 
 from movieops.errors import DockerUnavailable, PreflightFailed, Unhealthy
 from movieops.ports import holder_of, port_check
+from movieops.preflight import held_by_stack
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 from movieops.secrets import ensure_secret, private_dir, redact_url, write_private
 
@@ -210,8 +211,10 @@ class ComposeRuntime:
         if options.proxy:
             ports.append(("proxy", self.proxy_port, "MOVIEOPS_PROXY_PORT"))
         for service, port, variable in ports:
-            holder = None if port in ours else holder_of(port)
-            checks.append(port_check(service, port, variable, holder))
+            if port in ours:
+                checks.append(held_by_stack(service, port))
+            else:
+                checks.append(port_check(service, port, variable, holder_of(port)))
         return checks
 
     def _published_by_us(self) -> set[int]:

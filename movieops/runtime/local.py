@@ -32,6 +32,7 @@ from app.config import Settings
 from movieops.embedded import ValkeyLaunch, valkey_launch
 from movieops.errors import NotRunning, PreflightFailed
 from movieops.ports import holder_of, port_check, port_of
+from movieops.preflight import database_check, held_by_stack
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 from movieops.secrets import (
     ensure_secret,
@@ -293,8 +294,16 @@ class LocalRuntime:
         wanted = [("api", self.settings.port, "MOVIE_PORT")]
         if self.embedded_redis_port is not None:
             wanted.append(("redis", self.embedded_redis_port, "MOVIE_REDIS_URL"))
+        ours: dict[str, str | None] = {}
+        if running:
+            with contextlib.suppress(NotRunning):
+                ours = {s.service: s.detail for s in self.status() if s.running}
         for service, port, variable in wanted:
-            checks.append(port_check(service, port, variable, None if running else holder_of(port)))
+            if running:
+                checks.append(held_by_stack(service, port, ours.get(service)))
+            else:
+                checks.append(port_check(service, port, variable, holder_of(port)))
+        checks.append(database_check(self.settings.database_url, self.project_dir))
         try:
             binary = get_binary_path()
             checks.append(Check("valkey-server", True, str(binary)))
