@@ -182,8 +182,10 @@ def test_api_limits_caches_and_counts_in_redis(stack: Stack) -> None:
     assert second.content == first.content
     assert any(key.endswith(":/movies") for key in _rate_keys(stack))
 
-    statuses = [httpx.get(f"{stack.api}/movies/2").status_code for _ in range(21)]
-    assert statuses == [200] * 20 + [429]
+    answers = [httpx.get(f"{stack.api}/movies/2") for _ in range(21)]
+    assert [answer.status_code for answer in answers] == [200] * 20 + [429]
+    refused = answers[-1]
+    assert refused.headers["retry-after"] == refused.headers["x-ratelimit-reset"]
 
 
 def test_refresh_job_runs_in_the_worker_container(stack: Stack) -> None:
