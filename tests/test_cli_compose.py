@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,8 +22,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
-    """movieops --runtime compose for a throw-away project on its own ports and subnet."""
+def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cli, dict[str, Any]]]:
+    """movieops --runtime compose for a throw-away project on its own ports and subnet, brought
+    up cold once (with the data of that cold `up`); `down -v` at the end."""
     problem = _engine_problem()
     if problem:
         pytest.skip(f"needs Docker with Compose: {problem}")
@@ -37,13 +39,31 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
         "MOVIE_PROXY_ADDRESS": "172.30.59.10",
     }
     run = Cli(ROOT, env, runtime="compose")
-    yield run
-    run("down", "--volumes", "--yes")
+    try:
+        yield run, run.json("up")["data"]
+    finally:
+        run("down", "--volumes", "--yes")
 
 
-def test_up_cold_then_warm(compose: Cli) -> None:
+@pytest.fixture
+def compose(compose_stack: tuple[Cli, dict[str, Any]]) -> Cli:
+    """The module's stack, up with one API: `up` is a quick no-op on a healthy stack and brings
+    it back after a test that took it down, so no test depends on what ran before it."""
+    run, _ = compose_stack
+    run.json("up")
+    return run
+
+
+def _reset_rate_limits(compose: Cli) -> None:
+    """Lift every client's counters with the CLI: the budget is per client and route template,
+    so earlier tests' requests must not count in this one."""
+    for client in {counter["client"] for counter in compose.json("rate-limits")["data"]}:
+        compose.json("rate-limits", "--reset", "--client", client)
+
+
+def test_up_cold_then_warm(compose_stack: tuple[Cli, dict[str, Any]], compose: Cli) -> None:
     """Cold: builds, starts and waits until healthy; warm: a quick no-op."""
-    cold = compose.json("up")["data"]
+    _, cold = compose_stack
     assert cold["already_running"] is False
     assert cold["runtime"] == "compose"
     api = cold["endpoints"]["api_url"]
@@ -82,6 +102,7 @@ def test_the_generated_redis_password_is_private_and_required(compose: Cli) -> N
 def test_rate_limits_after_traffic(compose: Cli) -> None:
     """Requests through the published port show up as one client's counter."""
     api = f"http://127.0.0.1:{compose.env['MOVIEOPS_API_PORT']}"
+    _reset_rate_limits(compose)
     for _ in range(4):
         httpx.get(f"{api}/movies/5")
     (row,) = compose.json("rate-limits", "--path", "/movies/5")["data"]
@@ -113,35 +134,39 @@ def test_up_with_three_replicas_behind_the_proxy(compose: Cli) -> None:
     """up --replicas 3: nginx in front of three API containers that share one limit; status
     lists every replica, health probes the proxy route, and the API URL is the proxy's."""
     proxy = f"http://127.0.0.1:{compose.env['MOVIEOPS_PROXY_PORT']}"
-    data = compose.json("up", "--replicas", "3")["data"]
-    assert data["already_running"] is False
-    assert data["endpoints"]["api_url"] == data["endpoints"]["proxy_url"] == proxy
-    services = [s["service"] for s in compose.json("status")["data"]]
-    assert services == ["redis", "api-1", "api-2", "api-3", "worker", "proxy"]
-    probes = {p["name"]: p for p in compose.json("health")["data"]}
-    assert probes["proxy"]["ok"], probes
-    created = httpx.post(
-        f"{proxy}/movies", json={"title": "Behind nginx", "year": 1999, "genres": ["Drama"]}
-    )
-    assert created.status_code == 201, created.text
-    path = created.headers["location"]
-    # The budget is per route template, so earlier tests' reads of /movies/{movie_id} count:
-    # start from zero by lifting every client's counters with the CLI itself.
-    counters = compose.json("rate-limits", "--path", "/movies/{movie_id}")["data"]
-    for client in {counter["client"] for counter in counters}:
-        compose("rate-limits", "--reset", "--client", client)
-    statuses = [
-        httpx.get(f"{proxy}{path}", headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
-        for n in range(24)
-    ]
-    assert statuses == [200] * 20 + [429] * 4
-    lines = compose.json("logs", "api", "--tail", "200")["data"]["lines"]
+    try:
+        data = compose.json("up", "--replicas", "3")["data"]
+        assert data["already_running"] is False
+        assert data["endpoints"]["api_url"] == data["endpoints"]["proxy_url"] == proxy
+        services = [s["service"] for s in compose.json("status")["data"]]
+        assert services == ["redis", "api-1", "api-2", "api-3", "worker", "proxy"]
+        probes = {p["name"]: p for p in compose.json("health")["data"]}
+        assert probes["proxy"]["ok"], probes
+        created = httpx.post(
+            f"{proxy}/movies", json={"title": "Behind nginx", "year": 1999, "genres": ["Drama"]}
+        )
+        assert created.status_code == 201, created.text
+        path = created.headers["location"]
+        _reset_rate_limits(compose)
+        statuses = [
+            httpx.get(f"{proxy}{path}", headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code
+            for n in range(24)
+        ]
+        assert statuses == [200] * 20 + [429] * 4
+        lines = compose.json("logs", "api", "--tail", "200")["data"]["lines"]
+    finally:
+        # `up` on a healthy stack is a no-op whatever its replicas: take this mode down (the
+        # volumes stay) so the next test's `up` starts the single-API stack again.
+        compose("down")
     served_by = {line.split("|")[0].strip() for line in lines if f"GET {path} " in line}
     assert len(served_by) >= 2, served_by
 
 
-def test_a_failing_service_is_reported_with_its_bundle(compose: Cli) -> None:
+def test_a_failing_service_is_reported_with_its_bundle(
+    compose_stack: tuple[Cli, dict[str, Any]],
+) -> None:
     """A stack whose processes cannot start: `up` names the service, exits 5, saves a bundle."""
+    compose, _ = compose_stack  # its settings only: the broken project is a stack of its own
     broken = Cli(
         ROOT,
         {

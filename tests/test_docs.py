@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import typer
+from typer._click.exceptions import MissingParameter, NoSuchOption, UsageError
 
 from app.config import Settings
 from app.main import create_app
@@ -55,12 +56,21 @@ ALL = [
 
 
 @pytest.mark.parametrize(
-    "args",
-    [["up", "--nope"], ["refresh"], ["jobs", "nope"], ["rate-limits", "--count", "x"], ["fly"]],
+    ("args", "error", "message"),
+    [
+        (["up", "--nope"], NoSuchOption, "No such option: --nope"),
+        (["refresh"], MissingParameter, "Missing parameter: user"),
+        (["jobs", "nope"], UsageError, "No such command 'nope'"),
+        (["rate-limits", "--count", "x"], typer.BadParameter, "valid integer"),
+        (["fly"], UsageError, "No such command 'fly'"),
+    ],
 )
-def test_the_parser_rejects_what_the_cli_rejects(args: list[str]) -> None:
-    """The check has teeth: unknown options, missing required options, unknown commands."""
-    with pytest.raises(Exception):  # noqa: B017, PT011 - Typer's vendored Click errors
+def test_the_parser_rejects_what_the_cli_rejects(
+    args: list[str], error: type[Exception], message: str
+) -> None:
+    """The check has teeth: unknown options, missing required options, bad values and unknown
+    commands are each Click's own usage error (the CLI's exit 2)."""
+    with pytest.raises(error, match=re.escape(message)):
         parse_movieops(args)
 
 
@@ -91,7 +101,8 @@ def parse_movieops(args: list[str]) -> None:
             return
         name, *rest = remaining
         sub = command.get_command(context, name)
-        assert sub is not None, f"unknown command {name!r} in movieops {' '.join(args)}"
+        if sub is None:
+            context.fail(f"No such command {name!r}.")  # raises Click's UsageError, as Click does
         context = sub.make_context(name, rest, parent=context)
         command = sub
 

@@ -516,9 +516,11 @@ async def test_worker_process_survives_a_redis_restart(
                     return bool(state == "complete")
 
                 await _until(complete, 30, "the reconnected worker to run the job")
+                async with Redis.from_url(valkey.url) as check:
+                    # Done means gone from the queue: nothing left for another worker to run.
+                    assert await check.zscore(QUEUE_NAME, "refresh:7") is None
             finally:
                 worker.terminate()
                 worker.wait(10)
                 valkey.stop()
     assert worker.returncode == 0
-    assert QUEUE_NAME

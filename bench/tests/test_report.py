@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.jobs import JobSample
 from bench.report import Results, targets_table, throughput_table, write
 from bench.stack import StartupTiming
@@ -51,6 +53,10 @@ def test_tables_have_a_row_per_variant_and_target() -> None:
 
 
 def test_write_produces_markdown_json_and_chart(tmp_path: Path) -> None:
+    """results.md, results.json and the ratio chart (the chart needs the bench group)."""
+    pytest.importorskip(
+        "matplotlib", reason="the chart needs the bench group (uv sync --group bench)"
+    )
     paths = write(_results(), tmp_path)
     assert [p.name for p in paths] == ["results.md", "results.json", "ratios.png"]
     markdown = paths[0].read_text()
