@@ -180,7 +180,9 @@ def app_of(ctx: typer.Context) -> App:
     try:
         settings = load_cli_settings(runtime=options.runtime)
     except MovieOpsError as exc:
-        app = App(options.json, CliSettings(), project, options.api_url, options.redis_url)
+        # The defaults, without reading the (invalid) environment again: only to report.
+        defaults = CliSettings.model_construct()
+        app = App(options.json, defaults, project, options.api_url, options.redis_url)
         raise fail(app, command_name, exc) from None
     return App(
         options.json,
