@@ -22,7 +22,6 @@ import pytest
 from redis import Redis
 from redis.exceptions import AuthenticationError
 
-from movieops import __version__
 from movieops.secrets import REDACTED
 from tests.clihelp import Cli
 from tests.support import ValkeyProcess, free_port
@@ -419,13 +418,15 @@ def test_failing_service_is_named_and_a_bundle_is_saved(tmp_path: Path) -> None:
     }
     run = Cli(tmp_path, env)
     try:
-        document = run.json("up", "--timeout", "4", code=5)
+        # A generous budget: `up` must stop on the crash loop itself, long before it, and by
+        # then every crash has written its cause to the log (however slow the machine).
+        document = run.json("up", "--timeout", "300", code=5)
     finally:
         run("down", "--volumes", "--yes")
     error, data = document["error"], document["data"]
     assert error["code"] == "unhealthy"
-    assert error["message"].startswith("api did not become healthy within 4s")
-    assert data["blocked"] == "api"
+    assert data["blocked"] in {"api", "worker"}
+    assert error["message"].startswith(f"{data['blocked']} keeps crashing: restarted")
     bundle = Path(data["bundle"])
     assert {p.name for p in bundle.iterdir()} >= {
         "status.json",
@@ -438,14 +439,7 @@ def test_failing_service_is_named_and_a_bundle_is_saved(tmp_path: Path) -> None:
     assert (tmp_path / ".movieops" / "redis.password").read_text() not in status_json
     assert "movieops-cannot-write" in (bundle / "logs.txt").read_text()
     assert any("movieops-cannot-write" in line for line in data["last_log_lines"])
-
-
-def test_version_and_help() -> None:
-    """--version prints the package version; every command has help."""
-    runner = Cli(Path(), {})
-    assert runner.runner.invoke(
-        __import__("movieops.cli").cli.cli, ["--version"]
-    ).stdout.strip() == (f"movieops {__version__}")
+    assert error["next_command"] == f"movieops logs {data['blocked']}"
 
 
 def test_human_output_is_tables_and_sentences(local: Cli, api: str) -> None:
@@ -456,7 +450,10 @@ def test_human_output_is_tables_and_sentences(local: Cli, api: str) -> None:
     assert "heartbeat" in health.stdout
     limits = local("rate-limits", "--path", "/movies/9")
     assert "/movies/{movie_id}" in limits.stdout
-    assert "20" in limits.stdout
+    rows = local.json("rate-limits", "--path", "/movies/9", "--client", "127.0.0.1")["data"]
+    assert [(r["path"], r["limit"]) for r in rows] == [("/movies/{movie_id}", 20)]
+    assert rows[0]["remaining"] == max(0, 20 - rows[0]["count"])
+    assert f"{rows[0]['count']}" in limits.stdout
     refresh = local("refresh", "--user", "5", "--wait")
     assert refresh.exit_code == 0
     assert "complete" in refresh.stdout
@@ -488,7 +485,7 @@ def test_errors_are_one_line_with_a_hint_in_human_mode(tmp_path: Path) -> None:
     assert result.exit_code == 9
     assert result.stdout == ""
     assert result.stderr.startswith("error: cannot reach Redis")
-    assert "hint:" in result.stderr or "Connection refused" in result.stderr
+    assert "hint: start the stack with `movieops up`, or pass --redis-url" in result.stderr
     assert run("logs", "--since", "yesterday").exit_code == 2
     assert run("--api-url", "http://127.0.0.1:1", "down").exit_code == 2
     waited = run(

@@ -3,9 +3,11 @@ on the seeded demo database: CF for its users, nothing stored for users without 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -159,4 +161,35 @@ async def test_a_single_refresh_of_a_user_without_ratings_raises_and_stores_noth
     assert str(caught.value) == (
         "User 100001 has no ratings; rate a film first (POST /movies/{movie_id}/ratings)"
     )
+    assert await _stored(seeded) == {}
+
+
+async def test_a_cancelled_batch_refresh_stops_after_the_chunk_in_hand(
+    seeded: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The computation runs in a thread, which cannot be cancelled: it goes in chunks, so a worker
+    told to stop (SIGTERM cancels the job) waits for one chunk, not for every user, and stores
+    nothing."""
+    from app import refresh
+
+    started = asyncio.Event()
+    chunks: list[int] = []
+    loop = asyncio.get_running_loop()
+    real = refresh._rows_for
+
+    def counting(*args: Any) -> list[dict[str, Any]]:
+        chunks.append(len(args[1]))
+        loop.call_soon_threadsafe(started.set)
+        return real(*args)
+
+    monkeypatch.setattr(refresh, "_rows_for", counting)
+    users = list(range(1, 301))
+    task = asyncio.create_task(refresh_users(seeded, users, RECOMMENDATIONS_PER_USER))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    total = -(-len(users) // refresh.USERS_PER_CHUNK)
+    assert 1 <= len(chunks) <= 2 < total
+    assert sum(chunks) < len(users)  # most users were never computed
     assert await _stored(seeded) == {}
