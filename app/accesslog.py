@@ -13,10 +13,13 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.bodylimit import BodyLimitError
+from app.constants import CACHE_STATUS_HEADER
 from app.identity import client_of
 from app.logs import escape_controls
 
 log = logging.getLogger("app.access")
+
+_CACHE_HEADER = CACHE_STATUS_HEADER.lower().encode()
 
 
 class AccessLogMiddleware:
@@ -38,7 +41,7 @@ class AccessLogMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for name, value in message.get("headers", []):
-                    if name.lower() == b"x-cache":
+                    if name.lower() == _CACHE_HEADER:
                         cache = value.decode("latin-1")
             await send(message)
 

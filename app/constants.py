@@ -20,7 +20,11 @@ IDEMPOTENCY_KEY_MAX_LENGTH = 255
 # RFC 9110 VCHAR: printable ASCII without space.
 IDEMPOTENCY_KEY_PATTERN = rf"^[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$"
 
+RETRY_AFTER_HEADER = "Retry-After"
+CACHE_STATUS_HEADER = "X-Cache"
+# Seconds a client is told to wait: Redis unavailable, or the same key's request still running.
 RETRY_AFTER_UNAVAILABLE_SECONDS = 1
+RETRY_AFTER_IN_PROGRESS_SECONDS = 1
 
 MAX_DB_ID = 2**31 - 1
 

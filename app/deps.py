@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.cache import ResponseCache
 from app.config import Settings
+from app.constants import RETRY_AFTER_HEADER, RETRY_AFTER_UNAVAILABLE_SECONDS
 from app.redisguard import RedisGuard, RedisUnavailable
 
 T = TypeVar("T")
@@ -50,7 +51,7 @@ async def call_queue(services: Services, operation: Callable[[ArqRedis], Awaitab
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "The job queue (Redis) is unavailable; retry shortly",
-            headers={"Retry-After": "1"},
+            headers={RETRY_AFTER_HEADER: str(RETRY_AFTER_UNAVAILABLE_SECONDS)},
         ) from None
 
 

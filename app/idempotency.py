@@ -27,6 +27,8 @@ from app.constants import (
     IDEMPOTENCY_HEADER,
     IDEMPOTENCY_KEY_MAX_LENGTH,
     IDEMPOTENCY_KEY_PATTERN,
+    RETRY_AFTER_HEADER,
+    RETRY_AFTER_IN_PROGRESS_SECONDS,
     RETRY_AFTER_UNAVAILABLE_SECONDS,
     idempotency_key,
 )
@@ -255,7 +257,7 @@ class IdempotencyMiddleware:
                 send,
                 409,
                 "A request with this Idempotency-Key is in progress",
-                [(b"retry-after", b"1")],
+                [_retry_after(RETRY_AFTER_IN_PROGRESS_SECONDS)],
             )
         else:
             headers = [
@@ -309,8 +311,11 @@ class IdempotencyMiddleware:
 
 async def _unavailable(send: Send, detail: str) -> None:
     """503 with Retry-After: the promise of the key cannot be kept right now."""
-    retry_after = str(RETRY_AFTER_UNAVAILABLE_SECONDS).encode()
-    await send_problem(send, 503, detail, [(b"retry-after", retry_after)])
+    await send_problem(send, 503, detail, [_retry_after(RETRY_AFTER_UNAVAILABLE_SECONDS)])
+
+
+def _retry_after(seconds: int) -> tuple[bytes, bytes]:
+    return RETRY_AFTER_HEADER.lower().encode(), str(seconds).encode()
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi.encoders import jsonable_encoder
 from starlette.types import Send
 
+from app.constants import CACHE_STATUS_HEADER, RETRY_AFTER_HEADER
 from app.models import Problem, ValidationProblem
 
 _INT = {"type": "integer", "minimum": 0}
@@ -41,7 +42,7 @@ def rate_limit_headers(required: bool) -> dict[str, Any]:
 
 CACHE_HEADERS: dict[str, Any] = {
     "ETag": _header("Strong validator of the body.", {"type": "string"}, True),
-    "X-Cache": _header(
+    CACHE_STATUS_HEADER: _header(
         "HIT, MISS or BYPASS (Redis unavailable).",
         {"type": "string", "enum": ["HIT", "MISS", "BYPASS"]},
         True,
@@ -77,14 +78,14 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         entry: dict[str, Any] = {"model": model, "description": description}
         if code == 429:
             entry["headers"] = {
-                "Retry-After": _header(
+                RETRY_AFTER_HEADER: _header(
                     "Seconds to wait before retrying.", {"type": "integer", "minimum": 1}, True
                 ),
                 **rate_limit_headers(required=True),
             }
         elif code in (409, 503):
             entry["headers"] = {
-                "Retry-After": _header(
+                RETRY_AFTER_HEADER: _header(
                     "Seconds to wait before retrying.", {"type": "integer", "minimum": 1}, True
                 )
             }

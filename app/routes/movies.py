@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Resp
 from app import repository
 from app.cache import CachedBody, cache_digest, etag_matches
 from app.constants import (
+    CACHE_STATUS_HEADER,
     IDEMPOTENCY_HEADER,
     IDEMPOTENCY_KEY_MAX_LENGTH,
     IDEMPOTENCY_KEY_PATTERN,
@@ -54,7 +55,11 @@ class MovieNotFound(HTTPException):
 
 
 def _cached_response(request: Request, cached: CachedBody) -> Response:
-    headers = {"ETag": cached.etag, "X-Cache": cached.status.value, "Cache-Control": "no-cache"}
+    headers = {
+        "ETag": cached.etag,
+        CACHE_STATUS_HEADER: cached.status.value,
+        "Cache-Control": "no-cache",
+    }
     if etag_matches(request.headers.get("if-none-match"), cached.etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     return Response(cached.body, media_type="application/json", headers=headers)
