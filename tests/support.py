@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -15,6 +18,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from app.config import Settings
 from movieops.embedded import ValkeyServer
 
 
@@ -81,3 +85,25 @@ class ThreadedServer:
         finally:
             self.server.should_exit = True
             self.thread.join(10)
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a real worker process on the test's database and Redis."""
+    return {
+        **os.environ,
+        "MOVIE_DATABASE_URL": settings.database_url,
+        "MOVIE_REDIS_URL": settings.redis_url,
+        "MOVIE_WORKER_HEALTH_CHECK_SECONDS": "1",
+        "MOVIE_LOG_LEVEL": "INFO",
+        **extra,
+    }
+
+
+def start_worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
+    """The real Arq worker (`python -m app.worker`) as a process; the caller stops it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.worker"],
+        env=worker_env(settings, **extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from app.refresh import no_ratings_detail
 from movieops import errors
 from movieops.errors import ExitCode, MovieOpsError
 from tests.clihelp import SCHEMA, Cli
-from tests.support import ThreadedServer, ValkeyProcess, free_port
+from tests.support import ThreadedServer, ValkeyProcess, free_port, start_worker
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -221,27 +218,11 @@ def test_a_contract_with_failures_exits_6(tmp_path: Path) -> None:
     assert _error(document) == "contract_failed"
 
 
-def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    """The real Arq worker (`python -m app.worker`) on the test's database and Redis."""
-    env = {
-        **os.environ,
-        "MOVIE_DATABASE_URL": settings.database_url,
-        "MOVIE_REDIS_URL": settings.redis_url,
-        "MOVIE_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def test_a_refresh_that_fails_in_the_worker_exits_7(
     app: FastAPI, settings: Settings, tmp_path: Path, nowhere: str
 ) -> None:
     """7: `refresh --wait` for a user without ratings; the real worker fails the job."""
-    worker = _start_worker(settings)
+    worker = start_worker(settings)
     try:
         document = await asyncio.to_thread(
             Cli(tmp_path, {}).json,

@@ -4,10 +4,7 @@ and the CLI's `refresh --wait` says so in one line with exit 7."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -28,6 +25,7 @@ from app.refresh import no_ratings_detail
 from app.worker import build_worker_settings
 from movieops import jobs as cli_jobs
 from movieops.cli import cli
+from tests.support import start_worker
 
 MADE_UP = list(range(100_001, 100_021))  # 20 ids nobody rated with
 RATER = 42
@@ -163,28 +161,13 @@ async def test_made_up_user_ids_never_grow_the_database(
     assert await _recommendation_rows(settings) == 0
 
 
-def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "MOVIE_DATABASE_URL": settings.database_url,
-        "MOVIE_REDIS_URL": settings.redis_url,
-        "MOVIE_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def test_cli_refresh_wait_for_a_user_without_ratings_is_one_line_and_exit_7(
     api: tuple[Settings, httpx.AsyncClient], tmp_path: Path
 ) -> None:
     """`movieops refresh --user N --wait` against a real worker: exit 7 (job failed), one
     error line saying the user has no ratings, no traceback."""
     settings, _ = api
-    worker = _start_worker(settings)
+    worker = start_worker(settings)
     try:
         argv = [
             "--project-dir", str(tmp_path), "--api-url", "http://127.0.0.1:9",

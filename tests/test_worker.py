@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import pickle
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -45,7 +43,7 @@ from app.worker import (
     missed_run,
     refresh_changed_users,
 )
-from tests.support import ValkeyProcess, free_port
+from tests.support import ValkeyProcess, free_port, start_worker, worker_env
 
 RATINGS = [(1, 5.0), (2, 4.0), (3, 1.0)]
 
@@ -344,26 +342,6 @@ async def test_redis_blip_inside_a_job_becomes_an_arq_retry(tmp_path: Path) -> N
 # --- the worker as a process ------------------------------------------------------------------
 
 
-def _worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "MOVIE_DATABASE_URL": settings.database_url,
-        "MOVIE_REDIS_URL": settings.redis_url,
-        "MOVIE_WORKER_HEALTH_CHECK_SECONDS": "1",
-        "MOVIE_LOG_LEVEL": "INFO",
-        **extra,
-    }
-
-
-def _start_worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.worker"],
-        env=_worker_env(settings, **extra),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def _until(predicate: Callable[[], Any], within: float, what: str) -> float:
     started = time.monotonic()
     while not await predicate():
@@ -400,12 +378,12 @@ async def test_ready_reports_the_worker_gone_within_seconds(
         return not await ready()
 
     for stop in (signal.SIGKILL, signal.SIGTERM):
-        worker = _start_worker(settings)
+        worker = start_worker(settings)
         try:
             await _until(ready, 20, "the worker's heartbeat")
             check = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "arq", "--check", "app.worker.WorkerSettings",
-                env=_worker_env(settings),
+                env=worker_env(settings),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
@@ -439,7 +417,7 @@ async def test_job_interrupted_by_a_crash_runs_again_after_restart(
     blocker = sqlite3.connect(db_path, isolation_level=None, timeout=10)
     blocker.execute("BEGIN IMMEDIATE")  # the job can read (WAL) but not write
     arq_redis = arq_client_from_url(settings.redis_url)
-    worker = _start_worker(settings, **env)
+    worker = start_worker(settings, **env)
     try:
         await client.post("/users/42/recommendations/refresh")
 
@@ -461,7 +439,7 @@ async def test_job_interrupted_by_a_crash_runs_again_after_restart(
         blocker.close()
     assert (await client.get("/jobs/refresh:42")).json()["state"] == "in_progress"
 
-    worker = _start_worker(settings, **env)
+    worker = start_worker(settings, **env)
     try:
 
         async def complete() -> bool:
@@ -496,7 +474,7 @@ async def test_worker_process_survives_a_redis_restart(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            worker = _start_worker(settings)
+            worker = start_worker(settings)
             try:
                 await asyncio.sleep(1.5)
                 valkey.stop()
