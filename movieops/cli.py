@@ -11,16 +11,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from redis.exceptions import RedisError
 
 from app.constants import JOB_ID_PATTERN, MAX_DB_ID
 from movieops import __version__, contract, jobs, ratelimits, render
 from movieops.clikit import (
     SHOWN,
+    ApiUrlOption,
     App,
     JsonOption,
     Options,
     ProjectDirOption,
+    RedisUrlOption,
+    RuntimeOption,
     command,
     github_group,
     interactive,
@@ -30,13 +32,12 @@ from movieops.clikit import (
 )
 from movieops.doctor import run_checks
 from movieops.errors import NotRunning, PreflightFailed, Unhealthy, UsageError
-from movieops.probes import Probe, check_health, redis_client
+from movieops.probes import Probe, check_health
 from movieops.runtime import Check, ServiceState, UpOptions
 from movieops.runtime.selection import (
     forget_runtime,
     remember_runtime,
 )
-from movieops.secrets import redact_url
 from movieops.stack import bring_up
 from movieops.status import attached_status
 from movieops.timeparse import parse_since
@@ -62,23 +63,10 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     json_output: JsonOption = False,
-    runtime: Annotated[
-        str | None,
-        typer.Option(
-            "--runtime",
-            help="auto (compose if Docker answers, else local), compose or local.",
-            envvar="MOVIEOPS_RUNTIME",
-            show_default="auto",
-        ),
-    ] = None,
-    api_url: Annotated[
-        str | None,
-        typer.Option(help="Attach to the API at this URL instead.", envvar="MOVIEOPS_API_URL"),
-    ] = None,
-    redis_url: Annotated[
-        str | None,
-        typer.Option(help="Attach to Redis at this URL instead.", envvar="MOVIEOPS_REDIS_URL"),
-    ] = None,
+    # MOVIEOPS_RUNTIME, MOVIEOPS_API_URL and MOVIEOPS_REDIS_URL are read by CliSettings.
+    runtime: RuntimeOption = None,
+    api_url: ApiUrlOption = None,
+    redis_url: RedisUrlOption = None,
     project_dir: ProjectDirOption = None,
     version: Annotated[
         bool,
@@ -280,29 +268,18 @@ def rate_limits(
         raise typer.BadParameter("a path starts with /", param_hint="--path")
 
     def operation(app: App) -> Any:
-        url = app.endpoints().redis_url
         configured = limit or app.stack.rate_limit_per_minute
-        try:
-            with redis_client(url) as redis:
-                redis.ping()
-                if reset:
-                    if not client:
-                        raise UsageError("--reset needs --client", hint="e.g. --client 172.30.57.1")
-                    return {"client": client, "deleted": ratelimits.reset_client(redis, client)}
-                if not watch:
-                    return ratelimits.read_counters(redis, configured, client, path)
-                snapshots = ratelimits.watch(
-                    lambda: ratelimits.read_counters(redis, configured, client, path),
-                    interval,
-                    count,
-                )
-                show_snapshots(app, snapshots)
-                return SHOWN
-        except (OSError, RedisError) as exc:
-            raise NotRunning(
-                f"cannot reach Redis at {redact_url(url)}: {exc}",
-                hint="start the stack with `movieops up`, or pass --redis-url",
-            ) from None
+        with ratelimits.connected(app.endpoints().redis_url) as redis:
+            if reset:
+                return ratelimits.reset(redis, client)
+
+            def read() -> list[ratelimits.Counter]:
+                return ratelimits.read_counters(redis, configured, client, path)
+
+            if not watch:
+                return read()
+            show_snapshots(app, ratelimits.watch(read, interval, count))
+            return SHOWN
 
     def show(app: App, result: Any) -> None:
         if isinstance(result, dict):
@@ -425,41 +402,25 @@ def contract_command(
     """
 
     def operation(app: App) -> Any:
-        if not live:
-            if app.api_url:
-                raise UsageError(
-                    "--api-url with contract needs --live (the run creates and deletes films)",
-                    hint="add --live to run against that API, or drop --api-url for a "
-                    "disposable instance",
-                )
-            if token is not None:
-                raise UsageError(
-                    "--token applies to --live only (a disposable instance has its own secret)",
-                    hint="add --live, or drop --token",
-                )
-        report = report_dir or app.state_dir / "reports" / "contract"
+        contract.check_target(
+            live=live, attached_api=bool(app.api_url), token_given=token is not None
+        )
         options: dict[str, Any] = {
             "checks": checks,
             "max_examples": max_examples,
             "workers": workers,
-            "report_dir": report,
+            "report_dir": report_dir or app.state_dir / "reports" / "contract",
             "schema_timeout": schema_timeout,
             "seed": seed,
             "on_output": app.say,
             "timeout": timeout,
         }
-        if not live:
-            from movieops.sandbox import disposable_api
-
-            app.say("starting a disposable API for the run (own database and Redis)")
-            with github_group("movieops contract"), disposable_api(schema_timeout) as sandbox:
-                return contract.run_contract(
-                    sandbox.api_url, token=sandbox.token, isolated=True, **options
-                )
-        secret = token or app.cli_settings.contract_token or contract.read_token(app.state_dir)
-        if secret is None:
-            app.say("no exemption secret: the run will meet the rate limit (mostly 429s)")
         with github_group("movieops contract"):
+            if not live:
+                return contract.run_isolated(**options)
+            secret = token or app.cli_settings.contract_token or contract.read_token(app.state_dir)
+            if secret is None:
+                app.say("no exemption secret: the run will meet the rate limit (mostly 429s)")
             return contract.run_contract(app.endpoints().api_url, token=secret, **options)
 
     def show(app: App, result: contract.ContractResult) -> None:

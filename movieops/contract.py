@@ -29,10 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from movieops.errors import ContractFailed, NotRunning, PreflightFailed
+from movieops.errors import ContractFailed, NotRunning, PreflightFailed, UsageError
 from movieops.secrets import ensure_secret, read_secret, redact
 from movieops.waiting import wait_until
 
@@ -235,3 +236,37 @@ def run_contract(
             data=result,
         )
     return result
+
+
+def check_target(*, live: bool, attached_api: bool, token_given: bool) -> None:
+    """A run that creates and deletes films targets a given API only when asked (--live)."""
+    if live:
+        return
+    if attached_api:
+        raise UsageError(
+            "--api-url with contract needs --live (the run creates and deletes films)",
+            hint="add --live to run against that API, or drop --api-url for a disposable instance",
+        )
+    if token_given:
+        raise UsageError(
+            "--token applies to --live only (a disposable instance has its own secret)",
+            hint="add --live, or drop --token",
+        )
+
+
+def run_isolated(
+    *, schema_timeout: float, on_output: Callable[[str], None], **options: Any
+) -> ContractResult:
+    """Run the contract against a disposable API of its own, started and removed around the run."""
+    from movieops.sandbox import disposable_api  # starts processes: only when it is needed
+
+    on_output("starting a disposable API for the run (own database and Redis)")
+    with disposable_api(schema_timeout) as sandbox:
+        return run_contract(
+            sandbox.api_url,
+            token=sandbox.token,
+            isolated=True,
+            schema_timeout=schema_timeout,
+            on_output=on_output,
+            **options,
+        )

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from starlette.routing import compile_path
 
 from app.constants import RATE_KEY_PREFIX, UNMATCHED_ROUTE_TEMPLATE, parse_rate_key, rate_key
 from app.identity import identity_of, parse_ip
 from app.ratelimit import seconds_until_reset
+from movieops.errors import NotRunning, UsageError
+from movieops.probes import redis_client
+from movieops.secrets import redact_url
 
 SCAN_COUNT = 500
 
@@ -114,3 +119,24 @@ def watch(
         taken += 1
         if count is None or taken < count:
             time.sleep(interval)
+
+
+@contextmanager
+def connected(url: str) -> Iterator[Redis]:
+    """A Redis client that answered PING; any Redis failure inside becomes NotRunning."""
+    try:
+        with redis_client(url) as redis:
+            redis.ping()
+            yield redis
+    except (OSError, RedisError) as exc:
+        raise NotRunning(
+            f"cannot reach Redis at {redact_url(url)}: {exc}",
+            hint="start the stack with `movieops up`, or pass --redis-url",
+        ) from None
+
+
+def reset(redis: Redis, client: str | None) -> dict[str, Any]:
+    """Delete every counter of ``client`` (lifts its limit now): {client, deleted}."""
+    if not client:
+        raise UsageError("--reset needs --client", hint="e.g. --client 172.30.57.1")
+    return {"client": client, "deleted": reset_client(redis, client)}

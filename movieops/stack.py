@@ -16,6 +16,7 @@ from movieops.errors import MovieOpsError, PreflightFailed, Unhealthy
 from movieops.output import jsonable
 from movieops.probes import Probe, service_probe
 from movieops.runtime import Check, Endpoints, Runtime, ServiceState, UpOptions
+from movieops.waiting import wait_until
 
 POLL_SECONDS = 0.25
 CRASH_RESTARTS = 3
@@ -81,7 +82,8 @@ def wait_healthy(
     progress = {s: ServiceProgress(s) for s in runtime.services}
     endpoints = runtime.endpoints()
     first_restarts: dict[str, int] = {}
-    while True:
+
+    def poll() -> list[ServiceProgress] | None:
         by_service: dict[str, list[ServiceState]] = {}
         crashing: dict[str, int] = {}
         for state in runtime.status():
@@ -94,26 +96,8 @@ def wait_healthy(
                 if restarted >= CRASH_RESTARTS:
                     crashing[base] = max(crashing.get(base, 0), restarted)
         for service, item in progress.items():
-            if item.healthy:
-                continue
-            states = by_service.get(service, [])
-            if not states:
-                item.state, item.detail = "missing", "not created yet"
-                continue
-            not_up = [s for s in states if s.state not in {"running", "external"}]
-            unhealthy = [s for s in states if s.health not in {None, "healthy"}]
-            if not_up:
-                item.state, item.detail = not_up[0].state, not_up[0].detail or ""
-                continue
-            if unhealthy:
-                item.state, item.detail = "starting", f"healthcheck: {unhealthy[0].health}"
-                continue
-            probe: Probe = service_probe(service, endpoints, worker_interval)
-            if probe.ok:
-                item.state, item.detail, item.healthy = "healthy", probe.detail, True
-                item.seconds = round(time.monotonic() - started, 1)
-            else:
-                item.state, item.detail = "starting", probe.detail
+            if not item.healthy:
+                _update(item, by_service.get(service, []), endpoints, worker_interval, started)
         on_progress(list(progress.values()))
         if all(item.healthy for item in progress.values()):
             return list(progress.values())
@@ -126,14 +110,44 @@ def wait_healthy(
                 f"in {time.monotonic() - started:.0f}s (state: {crashed.state})",
                 data={"blocked": crashed.service, "services": list(progress.values())},
             )
-        if time.monotonic() - started > budget_seconds:
-            blocked = next(item for item in progress.values() if not item.healthy)
-            raise Unhealthy(
-                f"{blocked.service} did not become healthy within {budget_seconds:g}s "
-                f"(state: {blocked.state}; {blocked.detail})",
-                data={"blocked": blocked.service, "services": list(progress.values())},
-            )
-        time.sleep(POLL_SECONDS)
+        return None
+
+    def out_of_budget() -> Unhealthy:
+        blocked = next(item for item in progress.values() if not item.healthy)
+        return Unhealthy(
+            f"{blocked.service} did not become healthy within {budget_seconds:g}s "
+            f"(state: {blocked.state}; {blocked.detail})",
+            data={"blocked": blocked.service, "services": list(progress.values())},
+        )
+
+    return wait_until(poll, within=budget_seconds, interval=POLL_SECONDS, error=out_of_budget)
+
+
+def _update(
+    item: ServiceProgress,
+    states: list[ServiceState],
+    endpoints: Endpoints,
+    worker_interval: int,
+    started: float,
+) -> None:
+    """One service's progress from its containers/processes and, once they are up, its probe."""
+    if not states:
+        item.state, item.detail = "missing", "not created yet"
+        return
+    not_up = [s for s in states if s.state not in {"running", "external"}]
+    unhealthy = [s for s in states if s.health not in {None, "healthy"}]
+    if not_up:
+        item.state, item.detail = not_up[0].state, not_up[0].detail or ""
+        return
+    if unhealthy:
+        item.state, item.detail = "starting", f"healthcheck: {unhealthy[0].health}"
+        return
+    probe: Probe = service_probe(item.service, endpoints, worker_interval)
+    if probe.ok:
+        item.state, item.detail, item.healthy = "healthy", probe.detail, True
+        item.seconds = round(time.monotonic() - started, 1)
+    else:
+        item.state, item.detail = "starting", probe.detail
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")

@@ -192,3 +192,42 @@ def test_jobs_ls_takes_redis_url_and_json_after_the_subcommand(valkey: Any, tmp_
         redis.flushdb()
     code, document = _invoke(tmp_path, "jobs", "ls", "--redis-url", valkey.url)
     assert (code, document["data"]) == (0, [])
+
+
+@pytest.mark.parametrize(
+    ("live", "attached_api", "token_given", "refused"),
+    [
+        (False, False, False, None),
+        (False, True, False, "--api-url with contract needs --live"),
+        (False, False, True, "--token applies to --live only"),
+        (True, True, True, None),
+    ],
+)
+def test_contract_targets_a_given_api_only_when_live(
+    live: bool, attached_api: bool, token_given: bool, refused: str | None
+) -> None:
+    """A run that creates and deletes films reaches a given API (or uses its secret) only with
+    --live; otherwise it is a usage error naming the fix."""
+    from movieops.contract import check_target
+    from movieops.errors import UsageError
+
+    if refused is None:
+        check_target(live=live, attached_api=attached_api, token_given=token_given)
+        return
+    with pytest.raises(UsageError, match=refused):
+        check_target(live=live, attached_api=attached_api, token_given=token_given)
+
+
+def test_rate_limit_operations_name_an_unreachable_redis_without_its_password() -> None:
+    """connected(): an unreachable Redis is NotRunning, its URL shown with the password hidden;
+    reset() without a client is a usage error."""
+    from movieops.errors import UsageError
+    from tests.support import free_port
+
+    url = f"redis://:hunter2secret@127.0.0.1:{free_port()}/0"
+    with pytest.raises(NotRunning) as caught, ratelimits.connected(url):
+        pass
+    assert "redis://:***@127.0.0.1" in caught.value.message
+    assert "hunter2secret" not in caught.value.message
+    with pytest.raises(UsageError, match="--reset needs --client"):
+        ratelimits.reset(cast(Redis, None), None)
