@@ -7,13 +7,13 @@ exits with a documented code (movieops.errors.ExitCode).
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from app.constants import JOB_ID_PATTERN, MAX_DB_ID
 from movieops import __version__, contract, jobs, ratelimits, render
+from movieops import options as opt
 from movieops.clikit import (
     SHOWN,
     ApiUrlOption,
@@ -88,12 +88,8 @@ def up(
     ctx: typer.Context,
     build: Annotated[bool, typer.Option(help="Rebuild images / restart even if healthy.")] = False,
     proxy: Annotated[bool, typer.Option(help="Also start nginx in front of the API.")] = False,
-    replicas: Annotated[
-        int, typer.Option(min=1, max=10, help="API replicas (behind the proxy).")
-    ] = 1,
-    timeout: Annotated[
-        float | None, typer.Option(min=1, help="Per-service health budget in seconds.")
-    ] = None,
+    replicas: opt.Replicas = 1,
+    timeout: opt.HealthBudget = None,
 ) -> None:
     """Start the stack and wait until every service is healthy, then print its URLs.
 
@@ -128,12 +124,8 @@ def up(
 @command(cli)
 def down(
     ctx: typer.Context,
-    volumes: Annotated[
-        bool, typer.Option("--volumes", "-v", help="Also delete the database and Redis data.")
-    ] = False,
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Do not ask before deleting data.")
-    ] = False,
+    volumes: opt.Volumes = False,
+    yes: opt.Yes = False,
 ) -> None:
     """Stop the stack (every profile). With --volumes also delete its data (asks first)."""
 
@@ -153,11 +145,7 @@ def down(
         forget_runtime(app.state_dir)
         return {"runtime": runtime.name, "done": done}
 
-    def show(app: App, result: dict[str, Any]) -> None:
-        for line in result["done"]:
-            app.err.print(line)
-
-    run(ctx, "down", operation, show)
+    run(ctx, "down", operation, lambda app, result: render.print_lines(app.err, result["done"]))
 
 
 @command(cli)
@@ -204,13 +192,9 @@ def health(
 def logs(
     ctx: typer.Context,
     services: Annotated[list[str] | None, typer.Argument(help="Services (default: all).")] = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
-    ] = False,
+    follow: opt.Follow = False,
     tail: Annotated[int | None, typer.Option(min=1, help="Only the last N lines.")] = None,
-    since: Annotated[
-        str | None, typer.Option(help="Only lines newer than 10m, 2h … or an ISO time.")
-    ] = None,
+    since: opt.Since = None,
 ) -> None:
     """Service logs (to stdout), optionally followed."""
 
@@ -241,24 +225,13 @@ def logs(
 @command(cli, "rate-limits")
 def rate_limits(
     ctx: typer.Context,
-    client: Annotated[
-        str | None, typer.Option(help="Only this client (IP; an IPv6 one means its /64).")
-    ] = None,
-    path: Annotated[
-        str | None,
-        typer.Option(help="Only this route: a template (/movies/{movie_id}) or a path on it."),
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(min=1, help="The limit to compare with (default: settings).")
-    ] = None,
+    client: opt.Client = None,
+    path: opt.RoutePath = None,
+    limit: opt.Limit = None,
     watch: Annotated[bool, typer.Option(help="Refresh every --interval seconds.")] = False,
     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes.")] = 1.0,
-    count: Annotated[
-        int | None, typer.Option(min=1, help="With --watch: stop after this many refreshes.")
-    ] = None,
-    reset: Annotated[
-        bool, typer.Option(help="Delete every counter of --client (lifts its limit now).")
-    ] = False,
+    count: opt.Count = None,
+    reset: opt.Reset = False,
 ) -> None:
     """Every rate:* counter (via SCAN, never KEYS): client, route, count, limit, remaining, reset.
 
@@ -281,13 +254,7 @@ def rate_limits(
             show_snapshots(app, ratelimits.watch(read, interval, count))
             return SHOWN
 
-    def show(app: App, result: Any) -> None:
-        if isinstance(result, dict):
-            app.out.print(f"deleted {result['deleted']} counter(s) of {result['client']}")
-        elif result is not None:
-            app.out.print(render.counters_table(result))
-
-    run(ctx, "rate-limits", operation, show)
+    run(ctx, "rate-limits", operation, lambda app, result: render.print_counters(app.out, result))
 
 
 @command(cli)
@@ -314,13 +281,7 @@ def refresh(
         job = asyncio.run(jobs.wait_for(url, outcome.job_id, timeout))
         return jobs.RefreshOutcome(outcome.user_id, outcome.job_id, outcome.action, job)
 
-    def show(app: App, outcome: jobs.RefreshOutcome) -> None:
-        if wait and outcome.action is not jobs.RefreshAction.DONE_RECENTLY:
-            render.print_job(app.out, outcome.job)
-        else:
-            render.print_refresh(app.out, outcome)
-
-    run(ctx, "refresh", operation, show)
+    run(ctx, "refresh", operation, lambda app, out: render.print_outcome(app.out, out, waited=wait))
 
 
 @command(jobs_cli, "ls")
@@ -361,37 +322,15 @@ def jobs_show(
 @command(cli, "contract")
 def contract_command(
     ctx: typer.Context,
-    live: Annotated[
-        bool,
-        typer.Option(
-            "--live",
-            help="Run against the stack's own API (creates and deletes films there) instead of "
-            "a disposable instance.",
-        ),
-    ] = False,
+    live: opt.Live = False,
     checks: Annotated[str, typer.Option(help="Schemathesis checks (comma-separated).")] = "all",
     max_examples: Annotated[int, typer.Option(min=1, help="Examples per operation.")] = 50,
     workers: Annotated[int, typer.Option(min=1, max=16, help="Concurrent workers.")] = 2,
-    report_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="JUnit report directory (default .movieops/reports/contract; the last 10 kept)."
-        ),
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            help="With --live: the rate-limit exemption secret (default: MOVIEOPS_CONTRACT_TOKEN, "
-            "else the one `movieops up` made; prefer the variable, argv shows in `ps`)."
-        ),
-    ] = None,
+    report_dir: opt.ReportDir = None,
+    token: opt.ExemptToken = None,
     seed: Annotated[int | None, typer.Option(help="Schemathesis seed, to reproduce a run.")] = None,
-    schema_timeout: Annotated[
-        float, typer.Option(min=1, help="Seconds to wait for the API and its schema.")
-    ] = 60,
-    timeout: Annotated[
-        float, typer.Option(min=1, help="Stop the run (exit 6) after this many seconds.")
-    ] = 900,
+    schema_timeout: opt.SchemaTimeout = 60,
+    timeout: opt.RunTimeout = 900,
 ) -> None:
     """Run Schemathesis: every check, all four phases, JUnit report (exit 6 on failures).
 
@@ -423,14 +362,7 @@ def contract_command(
                 app.say("no exemption secret: the run will meet the rate limit (mostly 429s)")
             return contract.run_contract(app.endpoints().api_url, token=secret, **options)
 
-    def show(app: App, result: contract.ContractResult) -> None:
-        where = "a disposable API" if result.isolated else result.schema_url
-        app.out.print(
-            f"[green]contract holds[/green]: {where} in {result.seconds:g}s; "
-            f"JUnit report {result.junit or result.report_dir}"
-        )
-
-    run(ctx, "contract", operation, show)
+    run(ctx, "contract", operation, lambda app, result: render.print_contract(app.out, result))
 
 
 @command(cli)

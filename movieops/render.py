@@ -8,8 +8,9 @@ from rich.console import Console
 from rich.table import Table
 
 from app.jobs import JobView
+from movieops.contract import ContractResult
 from movieops.errors import MovieOpsError
-from movieops.jobs import RefreshOutcome
+from movieops.jobs import RefreshAction, RefreshOutcome
 from movieops.probes import Probe
 from movieops.ratelimits import Counter
 from movieops.runtime import Check, ServiceState
@@ -159,6 +160,37 @@ def print_refresh(console: Console, outcome: RefreshOutcome) -> None:
     console.print(
         f"user {outcome.user_id}: {said} — job {outcome.job_id} ({outcome.job.state.value})"
     )
+
+
+def print_outcome(console: Console, outcome: RefreshOutcome, *, waited: bool) -> None:
+    """`movieops refresh`: the job in full once waited for, else what the request did."""
+    if waited and outcome.action is not RefreshAction.DONE_RECENTLY:
+        print_job(console, outcome.job)
+    else:
+        print_refresh(console, outcome)
+
+
+def print_counters(console: Console, result: Sequence[Counter] | dict[str, object]) -> None:
+    """`movieops rate-limits`: the counters, or what --reset deleted."""
+    if isinstance(result, dict):
+        console.print(f"deleted {result['deleted']} counter(s) of {result['client']}")
+    else:
+        console.print(counters_table(result))
+
+
+def print_contract(console: Console, result: ContractResult) -> None:
+    """`movieops contract` that held: where, how long, which report."""
+    where = "a disposable API" if result.isolated else result.schema_url
+    console.print(
+        f"[green]contract holds[/green]: {where} in {result.seconds:g}s; "
+        f"JUnit report {result.junit or result.report_dir}"
+    )
+
+
+def print_lines(console: Console, lines: Sequence[str]) -> None:
+    """One line each (what `down` did)."""
+    for line in lines:
+        console.print(line)
 
 
 def print_up(console: Console, result: UpResult) -> None:

@@ -1,0 +1,70 @@
+"""The options of movieops' commands that need more than one line to declare: each declared once,
+with the help text people read, so ``cli.py`` stays a list of commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# --- up / down -------------------------------------------------------------------------------
+Replicas = Annotated[int, typer.Option(min=1, max=10, help="API replicas (behind the proxy).")]
+HealthBudget = Annotated[
+    float | None, typer.Option(min=1, help="Per-service health budget in seconds.")
+]
+Volumes = Annotated[
+    bool, typer.Option("--volumes", "-v", help="Also delete the database and Redis data.")
+]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting data.")]
+
+# --- logs ------------------------------------------------------------------------------------
+Follow = Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")]
+Since = Annotated[str | None, typer.Option(help="Only lines newer than 10m, 2h … or an ISO time.")]
+
+# --- rate-limits -----------------------------------------------------------------------------
+Client = Annotated[
+    str | None, typer.Option(help="Only this client (IP; an IPv6 one means its /64).")
+]
+RoutePath = Annotated[
+    str | None,
+    typer.Option(help="Only this route: a template (/movies/{movie_id}) or a path on it."),
+]
+Limit = Annotated[
+    int | None, typer.Option(min=1, help="The limit to compare with (default: settings).")
+]
+Count = Annotated[
+    int | None, typer.Option(min=1, help="With --watch: stop after this many refreshes.")
+]
+Reset = Annotated[
+    bool, typer.Option(help="Delete every counter of --client (lifts its limit now).")
+]
+
+# --- contract --------------------------------------------------------------------------------
+Live = Annotated[
+    bool,
+    typer.Option(
+        "--live",
+        help="Run against the stack's own API (creates and deletes films there) instead of "
+        "a disposable instance.",
+    ),
+]
+ReportDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="JUnit report directory (default .movieops/reports/contract; the last 10 kept)."
+    ),
+]
+ExemptToken = Annotated[
+    str | None,
+    typer.Option(
+        help="With --live: the rate-limit exemption secret (default: MOVIEOPS_CONTRACT_TOKEN, "
+        "else the one `movieops up` made; prefer the variable, argv shows in `ps`)."
+    ),
+]
+SchemaTimeout = Annotated[
+    float, typer.Option(min=1, help="Seconds to wait for the API and its schema.")
+]
+RunTimeout = Annotated[
+    float, typer.Option(min=1, help="Stop the run (exit 6) after this many seconds.")
+]
