@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from arq.worker import create_worker
 from starlette.types import ASGIApp
 
 from app.config import Settings
+from app.worker import build_worker_settings
 from movieops.embedded import ValkeyServer
 
 
@@ -107,3 +109,14 @@ def start_worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+async def run_burst(settings: Settings, *, count_failed: bool = False) -> int:
+    """Run an arq worker in-process until the queue is empty; return the jobs it completed
+    (plus the ones that failed, with ``count_failed``)."""
+    worker = create_worker(build_worker_settings(settings), burst=True, handle_signals=False)
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+    return worker.jobs_complete + (worker.jobs_failed if count_failed else 0)

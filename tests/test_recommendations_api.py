@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from arq.worker import create_worker
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -22,23 +21,12 @@ from app.constants import CRON_LAST_RUN_KEY, QUEUE_NAME
 from app.db import RecommendationRow, create_engine
 from app.main import create_app
 from app.refresh import no_ratings_detail
-from app.worker import build_worker_settings
 from movieops import jobs as cli_jobs
 from movieops.cli import cli
-from tests.support import start_worker
+from tests.support import run_burst, start_worker
 
 MADE_UP = list(range(100_001, 100_021))  # 20 ids nobody rated with
 RATER = 42
-
-
-async def _run_burst(settings: Settings) -> int:
-    """An arq worker until the queue is empty; the number of jobs it ran (complete or failed)."""
-    worker = create_worker(build_worker_settings(settings), burst=True, handle_signals=False)
-    try:
-        await worker.async_run()
-    finally:
-        await worker.close()
-    return worker.jobs_complete + worker.jobs_failed
 
 
 async def _recommendation_rows(settings: Settings) -> int:
@@ -123,7 +111,7 @@ async def test_a_job_enqueued_directly_for_a_user_without_ratings_fails_and_stor
     settings, client = api
     outcome = await cli_jobs.refresh(settings.redis_url, 7, force=False)
     assert outcome.action is cli_jobs.RefreshAction.ENQUEUED
-    assert await _run_burst(settings) == 1
+    assert await run_burst(settings, count_failed=True) == 1
     job = (await client.get("/jobs/refresh:7")).json()
     assert job["state"] == "failed"
     assert job["tries"] == 1
@@ -156,7 +144,7 @@ async def test_made_up_user_ids_never_grow_the_database(
     assert await redis.zcard(QUEUE_NAME) == 0
     for user_id in MADE_UP:
         await cli_jobs.refresh(settings.redis_url, user_id, force=False)
-    assert await _run_burst(settings) == len(MADE_UP)
+    assert await run_burst(settings, count_failed=True) == len(MADE_UP)
     assert total_rows() == before
     assert await _recommendation_rows(settings) == 0
 

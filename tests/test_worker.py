@@ -18,7 +18,6 @@ import httpx
 import pytest
 from arq import Retry
 from arq.constants import job_key_prefix, retry_key_prefix
-from arq.worker import create_worker
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.exc import OperationalError
@@ -43,19 +42,9 @@ from app.worker import (
     missed_run,
     refresh_changed_users,
 )
-from tests.support import ValkeyProcess, free_port, start_worker, worker_env
+from tests.support import ValkeyProcess, free_port, run_burst, start_worker, worker_env
 
 RATINGS = [(1, 5.0), (2, 4.0), (3, 1.0)]
-
-
-async def run_burst(settings: Settings) -> int:
-    """Run an arq worker until the queue is empty; return the number of jobs completed."""
-    worker = create_worker(build_worker_settings(settings), burst=True, handle_signals=False)
-    try:
-        await worker.async_run()
-    finally:
-        await worker.close()
-    return worker.jobs_complete
 
 
 @pytest.fixture
