@@ -31,9 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from movieops.errors import ContractFailed, NotRunning, PreflightFailed, UsageError
+from movieops.probes import http_problem
 from movieops.secrets import ensure_secret, read_secret, redact
 from movieops.waiting import wait_until
 
@@ -76,15 +75,8 @@ def wait_for_schema(api_url: str, timeout: float) -> str:
 
     def answers() -> str | None:
         nonlocal last
-        try:
-            response = httpx.get(url, timeout=2)
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__
-            return None
-        if response.status_code == 200:
-            return url
-        last = f"HTTP {response.status_code}"
-        return None
+        last = http_problem(url) or ""
+        return None if last else url
 
     return wait_until(
         answers,

@@ -139,3 +139,12 @@ def _unhealthy(probes: list[Probe]) -> Unhealthy:
         hint="`movieops status` and `movieops logs` show why",
         data=probes,
     )
+
+
+def http_problem(url: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:
+    """Why ``url`` does not answer 200 (``ConnectError``, ``HTTP 503`` …), or None when it does."""
+    try:
+        response = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    return None if response.status_code == 200 else f"HTTP {response.status_code}"

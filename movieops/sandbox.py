@@ -22,10 +22,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from movieops.embedded import EmbeddedValkeyError, ValkeyServer
 from movieops.errors import PreflightFailed
+from movieops.probes import http_problem
 from movieops.secrets import private_dir, redact, redact_urls_in
 from movieops.waiting import wait_until
 
@@ -98,15 +97,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: 
                 f"the disposable API exited with code {process.returncode} before it was ready",
                 hint=_log_tail(log, []) or "run `python -m app` to see why it does not start",
             )
-        try:
-            response = httpx.get(f"{url}/ready", timeout=2)
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__
-            return None
-        if response.status_code == 200:
-            return True
-        last = f"HTTP {response.status_code}"
-        return None
+        last = http_problem(f"{url}/ready") or ""
+        return None if last else True
 
     wait_until(
         ready, within=timeout, interval=0.2, error=lambda: _not_ready(url, log, timeout, last)
