@@ -109,9 +109,14 @@ def client_of(scope: Scope) -> str:
     stored = scope.get(CLIENT_ID_SCOPE_KEY)
     if isinstance(stored, str):
         return stored
-    peer = scope.get("client")
-    address = parse_ip(str(peer[0])) if peer and peer[0] else None
+    address = _peer_address(scope)
     return identity_of(address) if address is not None else UNKNOWN_CLIENT
+
+
+def _peer_address(scope: Scope) -> IPAddress | None:
+    """The socket peer's address as the server reports it, or None (a Unix socket, no peer)."""
+    peer = scope.get("client")
+    return parse_ip(str(peer[0])) if peer and peer[0] else None
 
 
 def _forwarded_headers(scope: Scope) -> tuple[str | None, str | None]:
@@ -145,7 +150,7 @@ class IdentityMiddleware:
             await self.app(scope, receive, send)
             return
         peer = scope.get("client")
-        peer_address = parse_ip(str(peer[0])) if peer and peer[0] else None
+        peer_address = _peer_address(scope)
         if peer_address is None:
             scope[CLIENT_ID_SCOPE_KEY] = UNKNOWN_CLIENT
             await self.app(scope, receive, send)

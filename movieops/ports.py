@@ -51,3 +51,10 @@ def port_check(service: str, port: int, variable: str, holder: str | None) -> Ch
         f"port {port} ({service}) is held by {holder}",
         f"stop it, or set {variable} to use another port",
     )
+
+
+def held_by_stack(service: str, port: int, detail: str | None = None) -> Check:
+    """The preflight check of a port this stack's own ``service`` listens on: fine."""
+    return Check(
+        f"port {port}", True, f"held by this stack's {service}" + (f" ({detail})" if detail else "")
+    )

@@ -51,10 +51,3 @@ def database_check(database_url: str, project_dir: Path) -> Check:
     if not os.access(target, os.W_OK):
         return Check("database", False, f"database {target} is not writable", DATABASE_FIX)
     return Check("database", True, str(path))
-
-
-def held_by_stack(service: str, port: int, detail: str | None = None) -> Check:
-    """The preflight check of a port this stack's own ``service`` listens on: fine."""
-    return Check(
-        f"port {port}", True, f"held by this stack's {service}" + (f" ({detail})" if detail else "")
-    )

