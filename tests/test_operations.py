@@ -231,3 +231,24 @@ def test_rate_limit_operations_name_an_unreachable_redis_without_its_password() 
     assert "hunter2secret" not in caught.value.message
     with pytest.raises(UsageError, match="--reset needs --client"):
         ratelimits.reset(cast(Redis, None), None)
+
+
+def test_auto_selection_asks_docker_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Auto mode that detects a working engine builds the compose runtime without asking Docker
+    a second time (each question is a `docker info` and a Compose check)."""
+    from movieops.runtime import selection
+    from movieops.runtime.compose import ComposeRuntime
+
+    calls: list[None] = []
+    monkeypatch.setattr(selection, "docker_problem", lambda: calls.append(None))
+    (tmp_path / "compose.yaml").write_text("services: {}\n")
+    runtime = selection.select_runtime(
+        CliSettings(_env_file=None),
+        project_dir=tmp_path,
+        state_dir=tmp_path / ".movieops",
+        stack=lambda: pytest.fail("the compose runtime needs no MOVIE_* settings"),
+        token=None,
+        say=lambda _line: None,
+    )
+    assert isinstance(runtime, ComposeRuntime)
+    assert len(calls) == 1

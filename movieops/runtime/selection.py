@@ -20,19 +20,22 @@ from movieops.settings import CliSettings
 RUNTIME_FILE = "runtime"
 
 
-def choose(asked: str, project_dir: Path, state_dir: Path, say: Callable[[str], None]) -> str:
-    """compose or local: ``asked`` unless auto, then the one `up` remembered, else detected."""
+def choose(
+    asked: str, project_dir: Path, state_dir: Path, say: Callable[[str], None]
+) -> tuple[str, bool]:
+    """compose or local: ``asked`` unless auto, then the one `up` remembered, else detected;
+    and whether Docker was just found working (so nobody needs to ask it again)."""
     if asked != "auto":
-        return asked
+        return asked, False
     saved = state_dir / RUNTIME_FILE
     if saved.exists():
-        return saved.read_text().strip()
+        return saved.read_text().strip(), False
     problem = (
         docker_problem() if (project_dir / "compose.yaml").exists() else "no compose.yaml here"
     )
     choice = "local" if problem else "compose"
     say(f"runtime: {choice} ({problem or 'a Docker engine with Compose answers'})")
-    return choice
+    return choice, problem is None
 
 
 def select_runtime(
@@ -49,9 +52,9 @@ def select_runtime(
     ``stack`` loads the MOVIE_* settings, only when the local runtime needs them. Raises
     DockerUnavailable when compose is asked for (or remembered) and no engine answers.
     """
-    choice = choose(settings.runtime, project_dir, state_dir, say)
+    choice, docker_checked = choose(settings.runtime, project_dir, state_dir, say)
     if choice == "compose":
-        problem = docker_problem()
+        problem = None if docker_checked else docker_problem()
         if problem:
             raise DockerUnavailable(
                 f"the compose runtime needs Docker: {problem}",
