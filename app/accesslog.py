@@ -51,12 +51,13 @@ class AccessLogMiddleware:
             status = exc.status_code  # answered by BodyLimitMiddleware, outside this layer
             raise
         finally:
-            log.info(
-                "%s %s %d %.2fms cache=%s client=%s",
-                escape_controls(scope["method"]),
-                escape_controls(scope["path"]),
-                status,
-                (time.perf_counter() - started) * 1000,
-                escape_controls(cache),
-                client_of(scope),
-            )
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "%s %s %d %.2fms cache=%s client=%s",
+                    escape_controls(scope["method"]),
+                    escape_controls(scope["path"]),
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                    escape_controls(cache),
+                    client_of(scope),
+                )

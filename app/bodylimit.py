@@ -53,6 +53,10 @@ def declared_length(scope: Scope) -> int | None:
     return int(values[0])
 
 
+def _has_header(scope: Scope, wanted: bytes) -> bool:
+    return any(name.lower() == wanted for name, _value in scope["headers"])
+
+
 class BodyLimitMiddleware:
     """Pure ASGI: cap request bodies at ``max_body_bytes`` and each wait for a part of one at
     ``body_timeout_seconds``."""
@@ -77,6 +81,11 @@ class BodyLimitMiddleware:
             return
         if length is not None and length > self.max_body_bytes:
             await _refuse(scope, send, 413, self._too_large)
+            return
+        if not length and not _has_header(scope, b"transfer-encoding"):
+            # HTTP/1.1 (RFC 9112, 6.3): without Content-Length or Transfer-Encoding a request
+            # has no body, so there is nothing to count or wait for (most GETs).
+            await self.app(scope, receive, send)
             return
 
         received = 0

@@ -1,9 +1,25 @@
-"""Generation-based response cache for catalog reads.
+"""Response cache of catalog reads, invalidated per film.
 
-Entries live at ``cache:movies:{gen}:{digest}``. Every write bumps ``cache:movies:gen`` after its
-commit, which orphans all entries at once (they expire by TTL; no KEYS/SCAN on the request path).
-A miss stores its body only if the generation is still the one read before the database query, so
-a slow reader can never write pre-change data back after a writer invalidated.
+What a cached body depends on, and what a write changes:
+
+- the catalog's *shape* (which films a page holds, the ``total``): create, delete and a change of
+  a film's genres bump the generation ``cache:movies:gen``, which is part of every entry's key, so
+  they orphan every entry at once (entries expire by TTL; no KEYS/SCAN on the request path);
+- one film's *content* (title, year, rating summary): a rating or an edit takes the next number
+  of the write sequence ``cache:movies:seq`` and records it as that film's version in the hash
+  ``cache:movies:versions``. An entry remembers the sequence number it was read under (its
+  snapshot) and the films it holds; it is fresh while none of them has a version above it.
+
+So a rating of film 7 misses ``/movies/7`` and the pages that show film 7, and nothing else.
+
+No stale fill: a miss reads the generation and the sequence *before* its database query (the
+snapshot) and stores its body only if, at store time, the generation is unchanged and none of the
+films it holds was written after the snapshot. A slow reader can never write pre-change data back
+after a writer invalidated; a writer whose invalidation lands after the store makes the entry
+stale on the next read, since the film's version is then above the entry's snapshot.
+
+Every read is one script call (one round trip), and the rate limiter's front (``app.ratelimit``)
+runs the same lookup in the same call as its counter, so a cached GET costs one round trip.
 """
 
 from __future__ import annotations
@@ -11,32 +27,89 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from urllib.parse import urlencode
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from redis.asyncio import Redis
+from starlette.types import Scope
 
-from app.constants import CACHE_ENTRY_PREFIX, CACHE_GENERATION_KEY
+from app.constants import (
+    CACHE_ENTRY_PREFIX,
+    CACHE_GENERATION_KEY,
+    CACHE_SEQUENCE_KEY,
+    CACHE_VERSIONS_KEY,
+    MAX_DB_ID,
+)
 from app.redisguard import RedisGuard, RedisUnavailable
 
 log = logging.getLogger("app.cache")
 
-# KEYS[1] generation key; ARGV[1] entry prefix, ARGV[2] digest -> {generation, entry or false}
-READ_SCRIPT = """
-local gen = redis.call('GET', KEYS[1]) or '0'
-local entry = redis.call('GET', ARGV[1] .. gen .. ':' .. ARGV[2])
-return {gen, entry}
+#: Keys every cache script receives, in this order, after any keys of its own.
+CACHE_KEYS = (CACHE_GENERATION_KEY, CACHE_SEQUENCE_KEY, CACHE_VERSIONS_KEY)
+
+# Lua: is the entry (its film ids, comma-separated, and its snapshot) still fresh?
+_FRESH_LUA = """
+local function fresh(versions_key, ids, snapshot)
+  if ids == nil or ids == '' then return true end
+  local fields = {}
+  for id in string.gmatch(ids, '%d+') do fields[#fields + 1] = id end
+  local versions = redis.call('HMGET', versions_key, unpack(fields))
+  for i = 1, #versions do
+    if versions[i] and tonumber(versions[i]) > snapshot then return false end
+  end
+  return true
+end
 """
 
-# KEYS[1] generation key; ARGV: generation read, entry prefix, digest, value, ttl ms -> 1 stored
-STORE_SCRIPT = """
+# Lua: lookup(gen_key, seq_key, versions_key, prefix, digest) -> {1, etag, body} on a fresh hit,
+# else {0, generation, sequence}: the snapshot a miss stores under.
+LOOKUP_LUA = (
+    _FRESH_LUA
+    + """
+local function lookup(gen_key, seq_key, versions_key, prefix, digest)
+  local gen = redis.call('GET', gen_key) or '0'
+  local seq = redis.call('GET', seq_key) or '0'
+  local entry = redis.call('HMGET', prefix .. gen .. ':' .. digest, 'snap', 'ids', 'etag', 'body')
+  if entry[1] and entry[4] and fresh(versions_key, entry[2], tonumber(entry[1])) then
+    return {1, entry[3], entry[4]}
+  end
+  return {0, gen, seq}
+end
+"""
+)
+
+# KEYS: gen, seq, versions; ARGV: prefix, digest.
+READ_SCRIPT = LOOKUP_LUA + "return lookup(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])\n"
+
+# KEYS: gen, seq, versions; ARGV: generation and sequence read before the load, prefix, digest,
+# film ids, etag, body, ttl ms -> 1 stored, 0 refused (a write intervened).
+STORE_SCRIPT = (
+    _FRESH_LUA
+    + """
 local gen = redis.call('GET', KEYS[1]) or '0'
 if gen ~= ARGV[1] then return 0 end
-redis.call('SET', ARGV[2] .. gen .. ':' .. ARGV[3], ARGV[4], 'PX', ARGV[5])
+if not fresh(KEYS[3], ARGV[5], tonumber(ARGV[2])) then return 0 end
+local key = ARGV[3] .. gen .. ':' .. ARGV[4]
+redis.call('HSET', key, 'snap', ARGV[2], 'ids', ARGV[5], 'etag', ARGV[6], 'body', ARGV[7])
+redis.call('PEXPIRE', key, ARGV[8])
 return 1
 """
+)
+
+# KEYS: gen, seq, versions; ARGV: '1' to bump the generation, then film ids -> the new sequence.
+INVALIDATE_SCRIPT = """
+local seq = redis.call('INCR', KEYS[2])
+for i = 2, #ARGV do redis.call('HSET', KEYS[3], ARGV[i], seq) end
+if ARGV[1] == '1' then redis.call('INCR', KEYS[1]) end
+return seq
+"""
+
+#: Films whose invalidation may wait for Redis before a whole-catalog bump replaces them.
+MAX_PENDING_FILMS = 1_000
 
 
 class CacheStatus(StrEnum):
@@ -56,6 +129,40 @@ class CachedBody:
     status: CacheStatus
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What a miss read from the database: the body and the films it shows."""
+
+    body: bytes
+    movie_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a lookup that missed saw: the generation and the write sequence before the load."""
+
+    generation: bytes
+    sequence: bytes
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A fresh entry."""
+
+    body: bytes
+    etag: str
+
+
+Lookup = Hit | Snapshot
+
+
+def parse_lookup(raw: list[Any]) -> Lookup:
+    """The script's ``{1, etag, body}`` or ``{0, generation, sequence}`` as a value."""
+    if int(raw[0]) == 1:
+        return Hit(body=bytes(raw[2]), etag=bytes(raw[1]).decode("ascii"))
+    return Snapshot(generation=bytes(raw[1]), sequence=bytes(raw[2]))
+
+
 def strong_etag(body: bytes) -> str:
     """A strong validator from the bytes themselves (identical on every replica)."""
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
@@ -65,6 +172,17 @@ def cache_digest(path: str, params: dict[str, str | int | None]) -> str:
     """A stable digest of a read: path plus sorted, non-empty query parameters."""
     query = urlencode(sorted((k, str(v)) for k, v in params.items() if v is not None))
     return hashlib.sha256(f"{path}?{query}".encode()).hexdigest()[:40]
+
+
+def list_digest(limit: int, offset: int, genre: str | None) -> str:
+    """The digest of a ``GET /movies`` page (the genre compared case-insensitively)."""
+    key_genre = genre.casefold() if genre is not None else None
+    return cache_digest("/movies", {"limit": limit, "offset": offset, "genre": key_genre})
+
+
+def film_digest(movie_id: int) -> str:
+    """The digest of ``GET /movies/{movie_id}``."""
+    return cache_digest(f"/movies/{movie_id}", {})
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -77,71 +195,178 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == bare for tag in if_none_match.split(","))
 
 
-def _encode(etag: str, body: bytes) -> bytes:
-    return etag.encode() + b"\n" + body
+# --- which requests the ASGI front may answer from the cache -----------------------------------
+
+_FILM_PATH = re.compile(r"/movies/([1-9][0-9]{0,9})")
+_NUMBER = re.compile(r"[0-9]{1,7}")
+# The list route's query parameters and their bounds (as declared in app.routes.movies).
+LIST_DEFAULTS = {"limit": 50, "offset": 0}
+LIST_BOUNDS = {"limit": (1, 100), "offset": (0, 1_000_000)}
+GENRE_MAX_LENGTH = 40
 
 
-def _decode(raw: bytes) -> tuple[str, bytes]:
-    etag, _, body = raw.partition(b"\n")
-    return etag.decode(), body
+def _list_digest_of(query_string: bytes) -> str | None:
+    values: dict[str, int] = dict(LIST_DEFAULTS)
+    genre: str | None = None
+    seen: set[str] = set()
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name not in LIST_BOUNDS and name != "genre":
+            continue  # the route ignores unknown parameters, so the digest does too
+        if name in seen:
+            return None  # repeated: leave the choice of value to the route
+        seen.add(name)
+        if name == "genre":
+            if not 1 <= len(value) <= GENRE_MAX_LENGTH:
+                return None
+            genre = value
+            continue
+        if _NUMBER.fullmatch(value) is None:
+            return None
+        number = int(value)
+        low, high = LIST_BOUNDS[name]
+        if not low <= number <= high:
+            return None
+        values[name] = number
+    return list_digest(values["limit"], values["offset"], genre)
+
+
+def front_digest(scope: Scope) -> str | None:
+    """The cache digest of a GET the front may answer, or None to leave it to the routes.
+
+    Only canonical spellings qualify (``/movies/7``, decimal query values within the route's
+    bounds); anything else (``/movies/07``, ``?limit=abc``, a repeated parameter) goes through
+    the routes, which validate it and find the same entry by its parsed values. So the front can
+    never answer a request differently from the route it skips.
+    """
+    if scope["method"] != "GET" or scope.get("root_path"):
+        return None
+    path: str = scope["path"]
+    if path == "/movies":
+        return _list_digest_of(scope.get("query_string", b""))
+    match = _FILM_PATH.fullmatch(path)
+    if match is None or int(match.group(1)) > MAX_DB_ID:
+        return None
+    return film_digest(int(match.group(1)))
+
+
+FRONT_LOOKUP_STATE = "cache_lookup"
+
+
+def front_snapshot(scope: Scope, digest: str) -> Snapshot | None:
+    """The snapshot the front's lookup already took for ``digest`` (a miss), if any."""
+    found = scope.get("state", {}).get(FRONT_LOOKUP_STATE)
+    if found is None or found[0] != digest:
+        return None
+    snapshot: Snapshot = found[1]
+    return snapshot
+
+
+def remember_snapshot(scope: Scope, digest: str, snapshot: Snapshot) -> None:
+    """Hand a miss's snapshot to the route, which loads and stores without reading again."""
+    scope.setdefault("state", {})[FRONT_LOOKUP_STATE] = (digest, snapshot)
 
 
 class ResponseCache:
     """Read-through cache of response bodies, guarded by the Redis breaker."""
 
-    def __init__(self, guard: RedisGuard, ttl_seconds: int) -> None:
+    def __init__(self, guard: RedisGuard, ttl_seconds: int, *, enabled: bool = True) -> None:
         self.guard = guard
         self.ttl_ms = ttl_seconds * 1000
+        self.enabled = enabled
         self._read = guard.client.register_script(READ_SCRIPT)
         self._store = guard.client.register_script(STORE_SCRIPT)
-        # A write whose invalidation could not reach Redis: bypass the cache until it does.
-        self._pending_invalidation = False
+        self._invalidate = guard.client.register_script(INVALIDATE_SCRIPT)
+        # Writes whose invalidation could not reach Redis: bypass the cache until it does.
+        self._pending_films: set[int] = set()
+        self._pending_shape = False
 
-    async def get_or_load(self, digest: str, load: Callable[[], Awaitable[bytes]]) -> CachedBody:
-        """The cached body for ``digest``, or ``load()``'s, stored only if no write intervened."""
-        if self._pending_invalidation and not await self._flush_invalidation():
+    @property
+    def usable(self) -> bool:
+        """Whether entries may be served: the cache is on and no invalidation of this process is
+        still owed."""
+        return self.enabled and not self._pending_films and not self._pending_shape
+
+    async def get_or_load(
+        self,
+        digest: str,
+        load: Callable[[], Awaitable[Loaded]],
+        snapshot: Snapshot | None = None,
+    ) -> CachedBody:
+        """The cached body for ``digest``, or ``load()``'s, stored only if no write intervened.
+
+        ``snapshot``: the front already looked ``digest`` up and missed; load and store.
+        """
+        if not self.enabled:
             return await self._bypass(load)
-        try:
-            generation, raw = await self.guard.call(
-                lambda r: self._read(
-                    keys=[CACHE_GENERATION_KEY], args=[CACHE_ENTRY_PREFIX, digest], client=r
+        if not self.usable and not await self._flush_invalidation():
+            return await self._bypass(load)
+        if snapshot is None:
+            try:
+                found = parse_lookup(
+                    await self.guard.call(
+                        lambda r: self._read(
+                            keys=CACHE_KEYS, args=[CACHE_ENTRY_PREFIX, digest], client=r
+                        )
+                    )
                 )
-            )
-        except RedisUnavailable:
-            return await self._bypass(load)
-        if raw is not None:
-            etag, body = _decode(raw)
-            return CachedBody(body, etag, CacheStatus.HIT)
-        body = await load()
-        etag = strong_etag(body)
+            except RedisUnavailable:
+                return await self._bypass(load)
+            if isinstance(found, Hit):
+                return CachedBody(found.body, found.etag, CacheStatus.HIT)
+            snapshot = found
+        loaded = await load()
+        etag = strong_etag(loaded.body)
+        await self._store_entry(digest, snapshot, loaded, etag)
+        return CachedBody(loaded.body, etag, CacheStatus.MISS)
+
+    async def _store_entry(
+        self, digest: str, snapshot: Snapshot, loaded: Loaded, etag: str
+    ) -> None:
+        ids = ",".join(str(movie_id) for movie_id in loaded.movie_ids)
+        args: list[bytes | str | int] = [
+            snapshot.generation,
+            snapshot.sequence,
+            CACHE_ENTRY_PREFIX,
+            digest,
+            ids,
+            etag,
+            loaded.body,
+            self.ttl_ms,
+        ]
         # Redis failing here: the body was served fresh from the database, just not cached.
         with contextlib.suppress(RedisUnavailable):
-            await self.guard.call(
-                lambda r: self._store(
-                    keys=[CACHE_GENERATION_KEY],
-                    args=[generation, CACHE_ENTRY_PREFIX, digest, _encode(etag, body), self.ttl_ms],
-                    client=r,
-                )
-            )
-        return CachedBody(body, etag, CacheStatus.MISS)
+            await self.guard.call(lambda r: self._store(keys=CACHE_KEYS, args=args, client=r))
 
-    async def invalidate(self) -> None:
-        """After a committed write: one INCR orphans every entry."""
-        self._pending_invalidation = True
+    async def invalidate(self, movie_ids: Iterable[int] = (), *, shape: bool = False) -> None:
+        """After a committed write: new versions for ``movie_ids``; ``shape`` when the catalog's
+        shape changed (a film created or deleted, genres edited), which orphans every entry."""
+        if not self.enabled:
+            return
+        self._pending_films.update(movie_ids)
+        self._pending_shape = self._pending_shape or shape
+        if len(self._pending_films) > MAX_PENDING_FILMS:
+            self._pending_films.clear()
+            self._pending_shape = True
         await self._flush_invalidation()
 
     async def _flush_invalidation(self) -> bool:
-        async def bump(redis: Redis) -> int:
-            return int(await redis.incr(CACHE_GENERATION_KEY))
+        films = sorted(self._pending_films)
+        shape = self._pending_shape
+
+        async def run(redis: Redis) -> int:
+            args: list[str | int] = ["1" if shape else "0", *films]
+            return int(await self._invalidate(keys=CACHE_KEYS, args=args, client=redis))
 
         try:
-            await self.guard.call(bump)
+            await self.guard.call(run)
         except RedisUnavailable:
             log.warning("cache invalidation deferred: redis unavailable")
             return False
-        self._pending_invalidation = False
+        self._pending_films.difference_update(films)
+        if shape:
+            self._pending_shape = False
         return True
 
-    async def _bypass(self, load: Callable[[], Awaitable[bytes]]) -> CachedBody:
-        body = await load()
-        return CachedBody(body, strong_etag(body), CacheStatus.BYPASS)
+    async def _bypass(self, load: Callable[[], Awaitable[Loaded]]) -> CachedBody:
+        loaded = await load()
+        return CachedBody(loaded.body, strong_etag(loaded.body), CacheStatus.BYPASS)

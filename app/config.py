@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(
         default=60, ge=1, le=86_400, description="Lifetime of a cached GET /movies response."
     )
+    cache_enabled: bool = Field(
+        default=True,
+        description="Cache catalog reads in Redis; false serves every read from the database "
+        "(X-Cache: BYPASS).",
+    )
     idempotency_ttl_seconds: int = Field(
         default=86_400, ge=60, le=7 * 86_400, description="How long a completed response replays."
     )

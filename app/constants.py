@@ -11,7 +11,13 @@ UNMATCHED_ROUTE_TEMPLATE = "/{unmatched}"
 # rate:{client}:{template}: a client identity is at most 24 characters, a template one of the
 # app's own routes, so no key comes near this (asserted where keys are made).
 MAX_RATE_KEY_LENGTH = 128
+# The catalog's shape (which films a page holds, totals): bumped by create, delete, genre edits.
 CACHE_GENERATION_KEY = "cache:movies:gen"
+# Every write takes the next number of this sequence and records it as the film's version.
+CACHE_SEQUENCE_KEY = "cache:movies:seq"
+# Hash: film id -> sequence number of the film's last write (one field per live film).
+CACHE_VERSIONS_KEY = "cache:movies:versions"
+# Entries: cache:movies:{generation}:{digest}, a hash of snapshot, film ids, ETag and body.
 CACHE_ENTRY_PREFIX = "cache:movies:"
 IDEMPOTENCY_KEY_PREFIX = "idem:"
 

@@ -62,7 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
         engine=engine,
         sessions=session_factory(engine),
         guard=guard,
-        cache=ResponseCache(guard, settings.cache_ttl_seconds),
+        cache=ResponseCache(guard, settings.cache_ttl_seconds, enabled=settings.cache_enabled),
     )
 
     @asynccontextmanager
@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
             added = await seed_demo_catalog(engine)
             if added:
                 log.info("seeded the catalog with %d films", added)
-                await services.cache.invalidate()
+                await services.cache.invalidate(shape=True)
         try:
             yield
         finally:
@@ -123,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
         ),
         routes=app.router.routes,
         exempt_tokens=settings.rate_limit_exempt_tokens,
+        cache=services.cache,
     )
     app.add_middleware(AccessLogMiddleware)
     # The client identity, once per request: the peer, or (from a trusted proxy only) the

@@ -17,28 +17,62 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi.routing import iter_route_contexts
 from redis.asyncio import Redis
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.constants import MAX_RATE_KEY_LENGTH, UNMATCHED_ROUTE_TEMPLATE, rate_key
+from app.cache import (
+    CACHE_KEYS,
+    LOOKUP_LUA,
+    CacheStatus,
+    Hit,
+    Lookup,
+    ResponseCache,
+    etag_matches,
+    front_digest,
+    parse_lookup,
+    remember_snapshot,
+)
+from app.constants import (
+    CACHE_ENTRY_PREFIX,
+    CACHE_STATUS_HEADER,
+    MAX_RATE_KEY_LENGTH,
+    UNMATCHED_ROUTE_TEMPLATE,
+    rate_key,
+)
 from app.identity import MAX_CLIENT_ID_LENGTH, client_of
 from app.redisguard import RedisGuard, RedisUnavailable
 from app.responses import send_problem
 
 log = logging.getLogger("app.ratelimit")
 
-HIT_SCRIPT = """
+# Lua: count one hit on KEYS[1] (ARGV[1]: window ms) -> count, ttl (ms left in the window).
+COUNT_LUA = """
 local count = redis.call('INCR', KEYS[1])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   ttl = tonumber(ARGV[1])
 end
-return {count, ttl}
 """
+
+HIT_SCRIPT = COUNT_LUA + "return {count, ttl}\n"
+
+# The front: count, and when the request is allowed (ARGV[2]: limit) look the cache up, all in
+# one call. KEYS: rate key, then the cache's keys; ARGV: window ms, limit, prefix, digest.
+# -> {count, ttl} over the limit, else {count, ttl, <the cache lookup's three values>}.
+FRONT_SCRIPT = (
+    LOOKUP_LUA
+    + COUNT_LUA
+    + """
+if count > tonumber(ARGV[2]) then return {count, ttl} end
+local found = lookup(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4])
+return {count, ttl, found[1], found[2], found[3]}
+"""
+)
 
 TOO_MANY_REQUESTS = "Too many requests"
 
@@ -100,15 +134,37 @@ class RateLimiter:
         self.limit = limit
         self.window_seconds = window_seconds
         self._script = guard.client.register_script(HIT_SCRIPT)
+        self._front = guard.client.register_script(FRONT_SCRIPT)
+
+    def _key(self, client: str, template: str) -> str:
+        # Bounded by construction: identities are addresses or /64s, templates the app's routes.
+        assert len(client) <= MAX_CLIENT_ID_LENGTH, client
+        key = rate_key(client, template)
+        assert len(key) <= MAX_RATE_KEY_LENGTH, key
+        return key
+
+    async def hit_and_look_up(
+        self, client: str, template: str, digest: str
+    ) -> tuple[Decision, Lookup | None]:
+        """Count one request and, when it is allowed, look ``digest`` up in the response cache:
+        one script call. The lookup is None for a refused request."""
+        window_ms = self.window_seconds * 1000
+        key = self._key(client, template)
+
+        async def run(redis: Redis) -> list[Any]:
+            args: list[str | int] = [window_ms, self.limit, CACHE_ENTRY_PREFIX, digest]
+            result: list[Any] = await self._front(keys=[key, *CACHE_KEYS], args=args, client=redis)
+            return result
+
+        result = await self.guard.call(run)
+        decision = decide(self.limit, self.window_seconds, int(result[0]), int(result[1]))
+        return decision, (parse_lookup(result[2:]) if len(result) > 2 else None)
 
     async def hit(self, client: str, template: str) -> Decision:
         """Count one request of ``client`` on a route ``template``; raises RedisUnavailable
         when Redis can't answer."""
         window_ms = self.window_seconds * 1000
-        # Bounded by construction: identities are addresses or /64s, templates the app's routes.
-        assert len(client) <= MAX_CLIENT_ID_LENGTH, client
-        key = rate_key(client, template)
-        assert len(key) <= MAX_RATE_KEY_LENGTH, key
+        key = self._key(client, template)
 
         async def run(redis: Redis) -> list[int]:
             # redis-py's Script runs EVALSHA and falls back to EVAL on NOSCRIPT.
@@ -180,11 +236,46 @@ def holds_exemption(scope: Scope, tokens: tuple[bytes, ...]) -> bool:
     return False
 
 
+_JSON = (b"content-type", b"application/json")
+_NO_CACHE = (b"cache-control", b"no-cache")
+_HIT = (CACHE_STATUS_HEADER.lower().encode(), CacheStatus.HIT.value.encode())
+
+
+def if_none_match(scope: Scope) -> str | None:
+    """The request's If-None-Match header, if any."""
+    name: bytes
+    value: bytes
+    for name, value in scope["headers"]:
+        if name == b"if-none-match":
+            return value.decode("latin-1")
+    return None
+
+
+async def send_hit(send: Send, scope: Scope, hit: Hit, extra: list[tuple[bytes, bytes]]) -> None:
+    """Answer a cache hit from the ASGI layer: the stored bytes with the route's headers, or a
+    304 when If-None-Match holds the tag (exactly what the route would send)."""
+    etag = (b"etag", hit.etag.encode())
+    if etag_matches(if_none_match(scope), hit.etag):
+        headers = [etag, _HIT, _NO_CACHE, *extra]
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    length = (b"content-length", str(len(hit.body)).encode())
+    headers = [length, _JSON, etag, _HIT, _NO_CACHE, *extra]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": hit.body})
+
+
 class RateLimitMiddleware:
     """Pure ASGI middleware: counts every HTTP request, adds headers, answers 429 over the limit.
 
     ``routes`` is the app's route list (read at each request, so routes added later count); a
     request is counted on its route's template.
+
+    With a ``cache``, it is also the cache's front: for a canonical catalog GET the counter and
+    the cache lookup are one script call, and a hit is answered right here with the stored bytes
+    and precomputed headers, without routing, dependency injection or validation. A miss hands
+    its snapshot to the route, which loads and stores without reading Redis again.
 
     Probes are exempt, and so is a request holding a configured exemption secret (the contract
     test run's credential); nobody else is, whatever headers they send.
@@ -196,11 +287,13 @@ class RateLimitMiddleware:
         limiter: RateLimiter,
         routes: Sequence[BaseRoute],
         exempt_tokens: list[str] | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
         self.templates = RouteTemplates(routes)
         self.exempt_tokens = tuple(token.encode() for token in exempt_tokens or [])
+        self.cache = cache
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -210,9 +303,14 @@ class RateLimitMiddleware:
         ):
             await self.app(scope, receive, send)
             return
+        digest = front_digest(scope) if self.cache is not None and self.cache.usable else None
         try:
             template = self.templates.template_for(scope)
-            decision = await self.limiter.hit(client_of(scope), template)
+            client = client_of(scope)
+            if digest is None:
+                decision, found = await self.limiter.hit(client, template), None
+            else:
+                decision, found = await self.limiter.hit_and_look_up(client, template, digest)
         except RedisUnavailable:
             # Fail open: serve the request, without X-RateLimit headers that would lie.
             scope.setdefault("state", {})["rate_limit"] = "bypass"
@@ -222,6 +320,11 @@ class RateLimitMiddleware:
             await send_problem(send, 429, TOO_MANY_REQUESTS, decision.headers())
             return
         extra = decision.headers()
+        if isinstance(found, Hit):
+            await send_hit(send, scope, found, extra)
+            return
+        if found is not None and digest is not None:
+            remember_snapshot(scope, digest, found)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

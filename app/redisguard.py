@@ -14,6 +14,7 @@ Then exactly one call probes Redis; the others stay on the open path until that 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -118,18 +119,29 @@ class RedisGuard:
     """The request path's Redis client plus its breaker; ``call`` runs one guarded operation."""
 
     def __init__(
-        self, client: ArqRedis, breaker: CircuitBreaker, retry_budget_seconds: float = 0.0
+        self,
+        client: ArqRedis,
+        breaker: CircuitBreaker,
+        retry_budget_seconds: float = 0.0,
+        attempt_timeout_seconds: float | None = None,
     ) -> None:
         self.client = client
         self.breaker = breaker
         self.retry_budget_seconds = retry_budget_seconds
+        self.attempt_timeout_seconds = attempt_timeout_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisGuard:
-        """A client with the short socket timeouts of the request path."""
+        """A client with the short timeouts of the request path.
+
+        The per-attempt timeout is an ``asyncio.timeout`` around each attempt rather than the
+        pool's ``socket_timeout``: redis-py runs every write under ``asyncio.wait_for`` when a
+        socket timeout is set, which costs a task per command. A timed-out attempt disconnects
+        its connection (redis-py closes a connection whose command was cancelled).
+        """
         pool = ConnectionPool.from_url(
             settings.redis_url,
-            socket_timeout=settings.redis_timeout_ms / 1000,
+            socket_timeout=None,
             socket_connect_timeout=settings.redis_connect_timeout_ms / 1000,
             retry_on_timeout=False,
             retry=None,
@@ -140,7 +152,12 @@ class RedisGuard:
             threshold=settings.redis_breaker_threshold,
             cooldown_seconds=settings.redis_breaker_cooldown_seconds,
         )
-        return cls(client, breaker, settings.redis_retry_budget_ms / 1000)
+        return cls(
+            client,
+            breaker,
+            settings.redis_retry_budget_ms / 1000,
+            attempt_timeout_seconds=settings.redis_timeout_ms / 1000,
+        )
 
     async def call(self, operation: Callable[[ArqRedis], Awaitable[T]]) -> T:
         """Run ``operation(client)``; raise :class:`RedisUnavailable` if Redis can't be used.
@@ -164,19 +181,37 @@ class RedisGuard:
         return result
 
     async def _with_retries(self, operation: Callable[[ArqRedis], Awaitable[T]]) -> T:
-        if self.retry_budget_seconds <= 0:
-            return await operation(self.client)
+        # The first attempt runs bare (the request path's common case costs no retry machinery);
+        # only a timed-out call enters stamina's loop for what is left of the budget.
+        started = time.monotonic()
+        try:
+            return await self._attempt(operation)
+        except RedisTimeoutError:
+            left = self.retry_budget_seconds - (time.monotonic() - started)
+            if left <= 0:
+                raise
         async for retry in stamina.retry_context(
             on=RedisTimeoutError,
             attempts=None,
-            timeout=self.retry_budget_seconds,
+            timeout=left,
             wait_initial=RETRY_WAIT_INITIAL_SECONDS,
             wait_max=RETRY_WAIT_MAX_SECONDS,
             wait_jitter=RETRY_WAIT_INITIAL_SECONDS,
         ):
             with retry:
-                return await operation(self.client)
+                return await self._attempt(operation)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def _attempt(self, operation: Callable[[ArqRedis], Awaitable[T]]) -> T:
+        if self.attempt_timeout_seconds is None:
+            return await operation(self.client)
+        try:
+            async with asyncio.timeout(self.attempt_timeout_seconds):
+                return await operation(self.client)
+        except TimeoutError:
+            raise RedisTimeoutError(
+                f"no answer within {self.attempt_timeout_seconds * 1000:g} ms"
+            ) from None
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -22,7 +22,7 @@ overhead. Configuration comes from ``BENCH_DATABASE_URL`` and ``BENCH_REDIS_URL`
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -34,7 +34,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app import repository
-from app.cache import CachedBody, CacheStatus, strong_etag
 from app.config import Settings
 from app.db import create_engine, session_factory
 from app.main import create_app
@@ -69,30 +68,19 @@ def redis_url() -> str:
     return _env("BENCH_REDIS_URL")
 
 
-def bench_settings() -> Settings:
+def bench_settings(*, cache: bool = True) -> Settings:
     """Product settings for the benchmark: huge limit, day-long cache, nothing from ``.env``."""
     return Settings(
         database_url=database_url(),
         redis_url=redis_url(),
         rate_limit_per_minute=PRODUCT_LIMIT_PER_MINUTE,
         cache_ttl_seconds=86_400,
+        cache_enabled=cache,
         seed_demo_data=False,
         ready_requires_worker=False,
         log_level="WARNING",
         _env_file=None,
     )
-
-
-class NoCache:
-    """Stands in for ``ResponseCache``: always loads from the database, never touches Redis."""
-
-    async def get_or_load(self, _digest: str, load: Callable[[], Awaitable[bytes]]) -> CachedBody:
-        """The freshly loaded body, reported as a cache bypass."""
-        body = await load()
-        return CachedBody(body, strong_etag(body), CacheStatus.BYPASS)
-
-    async def invalidate(self) -> None:
-        """Nothing is cached, so there is nothing to invalidate."""
 
 
 def _is_class(candidate: object, cls: type) -> bool:
@@ -102,9 +90,7 @@ def _is_class(candidate: object, cls: type) -> bool:
 
 def _product(*, rate_limiter: bool, cache: bool) -> FastAPI:
     """``create_app`` with the product's rate limiter and/or response cache switched off."""
-    app = create_app(bench_settings())
-    if not cache:
-        app.state.services.cache = NoCache()
+    app = create_app(bench_settings(cache=cache))
     if not rate_limiter:
         # The middleware stack is built on the first request, so it can still be edited here.
         app.user_middleware = [

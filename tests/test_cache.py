@@ -9,8 +9,18 @@ import pytest
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
-from app.cache import CacheStatus, ResponseCache, cache_digest, etag_matches, strong_etag
-from app.constants import CACHE_GENERATION_KEY
+from app.cache import (
+    CacheStatus,
+    Loaded,
+    ResponseCache,
+    cache_digest,
+    etag_matches,
+    film_digest,
+    front_digest,
+    list_digest,
+    strong_etag,
+)
+from app.constants import CACHE_VERSIONS_KEY
 from app.redisguard import CircuitBreaker, RedisGuard
 
 MOVIE = {"title": "Heat", "year": 1995, "genres": ["Crime"]}
@@ -114,26 +124,27 @@ async def test_slow_reader_cannot_store_data_older_than_a_write(redis: Redis) ->
     reader_loaded = asyncio.Event()
     writer_done = asyncio.Event()
 
-    async def slow_load() -> bytes:
+    async def slow_load() -> Loaded:
         body = database["title"].encode()  # the reader's snapshot, taken before the write
         reader_loaded.set()
         await writer_done.wait()  # the write commits and invalidates meanwhile
-        return body
+        return Loaded(body, (1,))
 
     async def writer() -> None:
         await reader_loaded.wait()
         database["title"] = "new"
-        await cache.invalidate()
+        await cache.invalidate([1])
         writer_done.set()
 
     stale, _ = await asyncio.gather(cache.get_or_load("k", slow_load), writer())
     assert stale.body == b"old"
     assert stale.status is CacheStatus.MISS
-    assert int(await redis.get(CACHE_GENERATION_KEY) or 0) == 1
+    versions = await redis.hgetall(CACHE_VERSIONS_KEY)  # type: ignore[misc]
+    assert versions == {b"1": b"1"}
     assert [key async for key in redis.scan_iter(match="cache:movies:*:k")] == []
 
-    async def fresh_load() -> bytes:
-        return database["title"].encode()
+    async def fresh_load() -> Loaded:
+        return Loaded(database["title"].encode(), (1,))
 
     fresh = await cache.get_or_load("k", fresh_load)
     assert (fresh.body, fresh.status) == (b"new", CacheStatus.MISS)
@@ -146,10 +157,178 @@ async def test_entries_expire_with_the_configured_ttl(redis: Redis) -> None:
     guard = RedisGuard(ArqRedis(connection_pool=redis.connection_pool), CircuitBreaker(3, 1.0))
     cache = ResponseCache(guard, ttl_seconds=7)
 
-    async def load() -> bytes:
-        return b"body"
+    async def load() -> Loaded:
+        return Loaded(b"body", (1,))
 
     await cache.get_or_load("ttl", load)
     keys = [key async for key in redis.scan_iter(match="cache:movies:*:ttl")]
     assert len(keys) == 1
     assert 0 < await redis.pttl(keys[0]) <= 7_000
+
+
+async def test_an_invalidation_landing_after_the_store_still_makes_the_entry_stale(
+    redis: Redis,
+) -> None:
+    """Reader stores the old body; the writer's invalidation arrives only then: the next read
+    misses (the film's version is above the entry's snapshot)."""
+    guard = RedisGuard(ArqRedis(connection_pool=redis.connection_pool), CircuitBreaker(3, 1.0))
+    cache = ResponseCache(guard, ttl_seconds=60)
+    database = {"title": "old"}
+
+    async def load() -> Loaded:
+        return Loaded(database["title"].encode(), (1, 2))
+
+    assert (await cache.get_or_load("k", load)).status is CacheStatus.MISS
+    database["title"] = "new"  # committed; the invalidation is still on its way
+    assert (await cache.get_or_load("k", load)).body == b"old"  # the window every cache has
+    await cache.invalidate([2])
+    after = await cache.get_or_load("k", load)
+    assert (after.body, after.status) == (b"new", CacheStatus.MISS)
+
+
+async def test_a_rating_misses_only_the_rated_film_and_the_pages_that_show_it(
+    client: httpx.AsyncClient,
+) -> None:
+    """Per-film versions: rating film B leaves film A and A's page cached."""
+    a = (await client.post("/movies", json=MOVIE)).json()["id"]
+    b = (await client.post("/movies", json={**MOVIE, "title": "Ronin"})).json()["id"]
+    paths = [
+        "/movies?limit=1",
+        "/movies?limit=1&offset=1",
+        "/movies",
+        f"/movies/{a}",
+        f"/movies/{b}",
+    ]
+    for path in paths:
+        await client.get(path)
+        assert (await client.get(path)).headers["x-cache"] == "HIT", path
+
+    await client.post(f"/movies/{b}/ratings", json={"user_id": 7, "score": 4.5})
+
+    outcome = {path: (await client.get(path)) for path in paths}
+    assert {path: r.headers["x-cache"] for path, r in outcome.items()} == {
+        "/movies?limit=1": "HIT",
+        "/movies?limit=1&offset=1": "MISS",
+        "/movies": "MISS",
+        f"/movies/{a}": "HIT",
+        f"/movies/{b}": "MISS",
+    }
+    assert outcome[f"/movies/{b}"].json()["rating_average"] == 4.5
+    assert outcome["/movies?limit=1&offset=1"].json()["items"][0]["rating_count"] == 1
+
+
+async def test_a_title_edit_keeps_other_films_cached_and_a_genre_edit_regroups(
+    client: httpx.AsyncClient,
+) -> None:
+    """Same genres: only the edited film's entries miss. New genres: genre pages show the move."""
+    a = (await client.post("/movies", json=MOVIE)).json()["id"]
+    b = (await client.post("/movies", json={**MOVIE, "title": "Ronin"})).json()["id"]
+    for path in [f"/movies/{b}", "/movies?genre=Drama", f"/movies/{a}"]:
+        await client.get(path)
+
+    await client.put(f"/movies/{a}", json={**MOVIE, "title": "Heat (1995)"})
+    assert (await client.get(f"/movies/{b}")).headers["x-cache"] == "HIT"
+    assert (await client.get("/movies?genre=Drama")).headers["x-cache"] == "HIT"
+    assert (await client.get(f"/movies/{a}")).json()["title"] == "Heat (1995)"
+
+    await client.put(f"/movies/{a}", json={**MOVIE, "genres": ["Drama"]})
+    drama = await client.get("/movies?genre=Drama")
+    assert drama.headers["x-cache"] == "MISS"
+    assert [item["id"] for item in drama.json()["items"]] == [a]
+
+
+async def _reads_processed(redis: Redis) -> int:
+    stats = await redis.info("stats")
+    return int(stats["total_reads_processed"])
+
+
+async def _round_trips(redis: Redis, requests: int, send: object) -> float:
+    """Redis reads the server processed per request (each INFO of the count adds one)."""
+    before = await _reads_processed(redis)
+    for _ in range(requests):
+        await send()  # type: ignore[operator]
+    return (await _reads_processed(redis) - before - 1) / requests
+
+
+async def test_a_cached_get_costs_one_redis_round_trip_and_a_miss_two(
+    client: httpx.AsyncClient, redis: Redis
+) -> None:
+    """The front counts and reads in one script call; a miss adds only the store."""
+    movie = (await client.post("/movies", json=MOVIE)).json()["id"]
+    await client.get("/movies")
+
+    async def hit() -> None:
+        assert (await client.get("/movies")).headers["x-cache"] == "HIT"
+
+    async def film_miss() -> None:
+        await client.post(f"/movies/{movie}/ratings", json={"user_id": 1, "score": 3})
+        assert (await client.get(f"/movies/{movie}")).headers["x-cache"] == "MISS"
+
+    async def rate() -> None:
+        await client.post(f"/movies/{movie}/ratings", json={"user_id": 1, "score": 3})
+
+    assert await _round_trips(redis, 20, hit) == 1
+    # rating: its limit + its invalidation = 2; then the miss.
+    assert await _round_trips(redis, 10, film_miss) - await _round_trips(redis, 10, rate) == 2
+
+
+async def test_the_front_answers_a_hit_exactly_as_the_route_would(
+    client: httpx.AsyncClient,
+) -> None:
+    """/movies/1 (answered by the front) and /movies/01 (routed, same entry): same status,
+    body and headers, for 200 and for 304."""
+    movie = (await client.post("/movies", json=MOVIE)).json()["id"]
+    await client.get(f"/movies/{movie}")
+
+    def comparable(response: httpx.Response) -> dict[str, str]:
+        varying = {"x-ratelimit-remaining", "ratelimit"}  # one more request was counted
+        return {k: v for k, v in response.headers.items() if k not in varying}
+
+    front = await client.get(f"/movies/{movie}")
+    routed = await client.get(f"/movies/0{movie}")
+    assert front.headers["x-cache"] == routed.headers["x-cache"] == "HIT"
+    assert (front.status_code, front.content) == (routed.status_code, routed.content)
+    assert comparable(front) == comparable(routed)
+    tag = {"If-None-Match": front.headers["etag"]}
+    front_304 = await client.get(f"/movies/{movie}", headers=tag)
+    routed_304 = await client.get(f"/movies/0{movie}", headers=tag)
+    assert front_304.status_code == routed_304.status_code == 304
+    assert comparable(front_304) == comparable(routed_304)
+
+
+def _scope(path: str, query: bytes = b"", method: str = "GET") -> dict[str, object]:
+    return {"type": "http", "method": method, "path": path, "query_string": query, "headers": []}
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "expected"),
+    [
+        ("/movies", b"", list_digest(50, 0, None)),
+        ("/movies", b"offset=20&limit=20", list_digest(20, 20, None)),
+        ("/movies", b"genre=Sci-Fi&x=1", list_digest(50, 0, "sci-fi")),
+        ("/movies", b"genre=Film+Noir", list_digest(50, 0, "Film Noir")),
+        ("/movies/7", b"", film_digest(7)),
+        ("/movies", b"limit=0", None),
+        ("/movies", b"limit=101", None),
+        ("/movies", b"limit=abc", None),
+        ("/movies", b"limit=5&limit=6", None),
+        ("/movies", b"genre=", None),
+        ("/movies", b"offset=-1", None),
+        ("/movies/07", b"", None),
+        ("/movies/+7", b"", None),
+        ("/movies/2147483648", b"", None),
+        ("/movies/7/ratings", b"", None),
+        ("/jobs/x", b"", None),
+    ],
+)
+def test_the_front_takes_only_canonical_reads_and_keys_them_like_the_routes(
+    path: str, query: bytes, expected: str | None
+) -> None:
+    """A canonical read has the route's digest; anything else is left to the routes."""
+    assert front_digest(_scope(path, query)) == expected
+
+
+def test_the_front_leaves_other_methods_to_the_routes() -> None:
+    """Only GET is answered from the cache."""
+    assert front_digest(_scope("/movies", method="HEAD")) is None
+    assert front_digest(_scope("/movies", method="POST")) is None

@@ -7,7 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
 
 from app import repository
-from app.cache import CachedBody, cache_digest, etag_matches
+from app.cache import (
+    CachedBody,
+    Loaded,
+    etag_matches,
+    film_digest,
+    front_snapshot,
+    list_digest,
+)
 from app.constants import (
     CACHE_STATUS_HEADER,
     IDEMPOTENCY_HEADER,
@@ -80,15 +87,15 @@ async def list_movies(
     ] = None,
 ) -> Response:
     """List films by id, optionally of one genre. Cached; supports If-None-Match."""
-    key_genre = genre.casefold() if genre is not None else None
-    digest = cache_digest("/movies", {"limit": limit, "offset": offset, "genre": key_genre})
+    digest = list_digest(limit, offset, genre)
 
-    async def load() -> bytes:
+    async def load() -> Loaded:
         async with services.sessions() as session:
             page = await repository.list_movies(session, limit=limit, offset=offset, genre=genre)
-        return page.model_dump_json().encode()
+        return Loaded(page.model_dump_json().encode(), tuple(movie.id for movie in page.items))
 
-    return _cached_response(request, await services.cache.get_or_load(digest, load))
+    cached = await services.cache.get_or_load(digest, load, front_snapshot(request.scope, digest))
+    return _cached_response(request, cached)
 
 
 @router.get(
@@ -99,15 +106,16 @@ async def list_movies(
 async def read_movie(request: Request, services: ServicesDep, movie_id: MovieId) -> Response:
     """One film with its rating summary. Cached; supports If-None-Match."""
 
-    async def load() -> bytes:
+    async def load() -> Loaded:
         async with services.sessions() as session:
             movie = await repository.get_movie(session, movie_id)
         if movie is None:
             raise MovieNotFound(movie_id)
-        return movie.model_dump_json().encode()
+        return Loaded(movie.model_dump_json().encode(), (movie_id,))
 
-    digest = cache_digest(f"/movies/{movie_id}", {})
-    return _cached_response(request, await services.cache.get_or_load(digest, load))
+    digest = film_digest(movie_id)
+    cached = await services.cache.get_or_load(digest, load, front_snapshot(request.scope, digest))
+    return _cached_response(request, cached)
 
 
 @router.post(
@@ -140,7 +148,7 @@ async def create_movie(
 ) -> Movie:
     """Add a film. Send an Idempotency-Key to make retries safe."""
     movie = await repository.create_movie(session, data)
-    await services.cache.invalidate()
+    await services.cache.invalidate(shape=True)
     response.headers["Location"] = f"/movies/{movie.id}"
     return movie
 
@@ -154,10 +162,13 @@ async def replace_movie(
     movie_id: MovieId, data: MovieIn, session: SessionDep, services: ServicesDep
 ) -> Movie:
     """Replace every field of a film."""
+    before = await repository.get_movie(session, movie_id)
     movie = await repository.replace_movie(session, movie_id, data)
     if movie is None:
         raise MovieNotFound(movie_id)
-    await services.cache.invalidate()
+    # New genres change which genre pages hold the film: the catalog's shape.
+    regrouped = before is None or before.genres != movie.genres
+    await services.cache.invalidate([movie_id], shape=regrouped)
     return movie
 
 
@@ -171,5 +182,5 @@ async def delete_movie(movie_id: MovieId, session: SessionDep, services: Service
     """Delete a film and its ratings."""
     if not await repository.delete_movie(session, movie_id):
         raise MovieNotFound(movie_id)
-    await services.cache.invalidate()
+    await services.cache.invalidate([movie_id], shape=True)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

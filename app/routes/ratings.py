@@ -33,5 +33,5 @@ async def rate_movie(
     rating = await repository.rate_movie(session, movie_id, data)
     if rating is None:
         raise MovieNotFound(movie_id)
-    await services.cache.invalidate()
+    await services.cache.invalidate([movie_id])
     return rating
