@@ -25,6 +25,7 @@ runs the same lookup in the same call as its counter, so a cached GET costs one 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -205,6 +206,9 @@ LIST_BOUNDS = {"limit": (1, 100), "offset": (0, 1_000_000)}
 GENRE_MAX_LENGTH = 40
 
 
+# Query strings repeat: parse and hash each spelling once. Bounded (a flood of distinct query
+# strings costs a parse each, never memory).
+@functools.lru_cache(maxsize=4096)
 def _list_digest_of(query_string: bytes) -> str | None:
     values: dict[str, int] = dict(LIST_DEFAULTS)
     genre: str | None = None
@@ -243,6 +247,11 @@ def front_digest(scope: Scope) -> str | None:
     path: str = scope["path"]
     if path == "/movies":
         return _list_digest_of(scope.get("query_string", b""))
+    return _film_digest_of(path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _film_digest_of(path: str) -> str | None:
     match = _FILM_PATH.fullmatch(path)
     if match is None or int(match.group(1)) > MAX_DB_ID:
         return None

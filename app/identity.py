@@ -9,6 +9,7 @@ must be an IP address, or the proxy itself stays the client (a header is never a
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from typing import Final
@@ -116,7 +117,12 @@ def client_of(scope: Scope) -> str:
 def _peer_address(scope: Scope) -> IPAddress | None:
     """The socket peer's address as the server reports it, or None (a Unix socket, no peer)."""
     peer = scope.get("client")
-    return parse_ip(str(peer[0])) if peer and peer[0] else None
+    return _parse_peer(str(peer[0])) if peer and peer[0] else None
+
+
+# Peers repeat (keep-alive connections, a proxy): parse each one once. Bounded, so a flood of
+# distinct peers costs a miss each, never memory.
+_parse_peer = functools.lru_cache(maxsize=4096)(parse_ip)
 
 
 def _forwarded_headers(scope: Scope) -> tuple[str | None, str | None]:
