@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -147,3 +148,39 @@ def run_refresh_benchmark(
     finally:
         procs.stop(worker)
     return samples
+
+
+def overhead_percentiles(samples: list[JobSample]) -> tuple[float, float]:
+    """Median and p90 of the latency beyond the computation, in ms."""
+    overhead = sorted(s.overhead_ms for s in samples)
+    return statistics.median(overhead), statistics.quantiles(overhead, n=10)[-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.jobs [--jobs N]``: only the refresh-job measurement, on its own valkey
+    and database (seconds, not the whole benchmark)."""
+    import argparse
+    import tempfile
+
+    from bench.runner import prepare_database, start_valkey
+
+    parser = argparse.ArgumentParser(prog="python -m bench.jobs", description=main.__doc__)
+    parser.add_argument("--jobs", type=int, default=30, help="refresh jobs to time (30)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="movieops-jobs-") as tmp, Processes() as procs:
+        work = Path(tmp)
+        database_url = f"sqlite+aiosqlite:///{work / 'movies.db'}"
+        asyncio.run(prepare_database(database_url))
+        valkey = start_valkey(procs, work / "valkey")
+        samples = run_refresh_benchmark(procs, work, database_url, valkey, args.jobs)
+    median, p90 = overhead_percentiles(samples)
+    computation = statistics.median(s.computation_ms for s in samples)
+    print(
+        f"jobs: {len(samples)} refreshes; computation median {computation:.1f} ms; "
+        f"latency beyond it: median {median:.1f} ms, p90 {p90:.1f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
