@@ -2,8 +2,9 @@
 
 ``WorkerSettings`` is built from the ``MOVIE_*`` settings as a plain class with every attribute
 set on it directly (arq reads attributes with ``getattr`` and silently ignores inherited ones).
-``arq app.worker.WorkerSettings`` and ``arq --check app.worker.WorkerSettings`` work too: the
-module builds the class on first access, not at import.
+``serve`` runs it in ``WakingWorker`` (``create_worker``), which an enqueue wakes at once.
+``arq app.worker.WorkerSettings`` and ``arq --check app.worker.WorkerSettings`` work too (arq's
+own Worker, which only polls): the module builds the class on first access, not at import.
 """
 
 from __future__ import annotations
