@@ -136,7 +136,12 @@ class Settings(BaseSettings):
         ),
     )
     worker_poll_delay_ms: int = Field(
-        default=50, ge=1, le=5_000, description="How often an idle worker polls for new jobs."
+        default=50,
+        ge=1,
+        le=5_000,
+        description=(
+            "How often an idle worker polls for cron and deferred jobs (a queued job wakes it)."
+        ),
     )
     worker_health_check_seconds: int = Field(
         default=2, ge=1, le=3_600, description="Worker heartbeat interval (readiness, arq --check)."

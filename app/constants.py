@@ -70,6 +70,12 @@ CRON_LAST_RUN_KEY = "movies:cron:refresh-changed:last-run"
 ARQ_RESULT_KEY_PREFIX = "arq:result:"
 ARQ_IN_PROGRESS_KEY_PREFIX = "arq:in-progress:"
 JOB_ID_PATTERN = r"^[A-Za-z0-9:_.-]{1,128}$"
+# Wake-up tokens (see wake_key): bounded at WAKE_TOKENS_MAX one-byte tokens, the list gone
+# WAKE_TTL_MS after the last push.
+WAKE_KEY_PREFIX = "arq:wake:"
+WAKE_TOKEN = b"1"
+WAKE_TOKENS_MAX = 16
+WAKE_TTL_MS = 60_000
 
 # A finished job's result stays readable (GET /jobs/{id}) for an hour; a new manual refresh
 # clears it first, so a finished job never blocks the next one.
@@ -80,6 +86,12 @@ RECOMMENDATIONS_PER_USER = 10
 def refresh_job_id(user_id: int) -> str:
     """The one job id of a user's manual refresh: queued or running twice is impossible."""
     return f"refresh:{user_id}"
+
+
+def wake_key(queue_name: str) -> str:
+    """``arq:wake:{queue}``: an enqueuer pushes a token after queueing a job; that queue's idle
+    worker blocks on the list (BLPOP, at most its poll delay) instead of sleeping."""
+    return WAKE_KEY_PREFIX + queue_name
 
 
 def catch_up_job_id(hour_iso: str) -> str:

@@ -5,6 +5,7 @@ Shared by every producer so the job name, the id scheme and the queue are typed 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -12,14 +13,22 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from arq.jobs import DeserializationError, JobDef, JobResult, JobStatus
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.constants import (
     ARQ_RESULT_KEY_PREFIX,
     QUEUE_NAME,
     REFRESH_JOB,
+    WAKE_TOKEN,
+    WAKE_TOKENS_MAX,
+    WAKE_TTL_MS,
     refresh_job_id,
+    wake_key,
 )
 from app.jobcodec import error_text, job_handle
+
+log = logging.getLogger("app.jobs")
 
 
 class TriggerState(StrEnum):
@@ -73,6 +82,7 @@ async def trigger_refresh(redis: ArqRedis, user_id: int) -> TriggerState:
     job_id = refresh_job_id(user_id)
     for _ in range(3):
         if await redis.enqueue_job(REFRESH_JOB, user_id, _job_id=job_id, _queue_name=QUEUE_NAME):
+            await wake_worker(redis)
             return TriggerState.QUEUED
         status = await job_handle(redis, job_id).status()
         if status is JobStatus.in_progress:
@@ -82,6 +92,24 @@ async def trigger_refresh(redis: ArqRedis, user_id: int) -> TriggerState:
         # complete (result kept) or a race with a job that just finished: clear and retry.
         await redis.delete(ARQ_RESULT_KEY_PREFIX + job_id)
     return TriggerState.ALREADY_QUEUED
+
+
+async def wake_worker(redis: Redis, queue_name: str = QUEUE_NAME) -> None:
+    """Tell an idle worker that a job is queued, so it polls now rather than after its poll
+    delay (``app.worker.WakingWorker`` blocks on this list between polls).
+
+    One round trip; the list is capped at ``WAKE_TOKENS_MAX`` tokens and expires. Best effort:
+    the job is already queued, and a worker that never sees the token finds it by polling.
+    """
+    key = wake_key(queue_name)
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, WAKE_TOKEN)
+            pipe.ltrim(key, 0, WAKE_TOKENS_MAX - 1)
+            pipe.pexpire(key, WAKE_TTL_MS)
+            await pipe.execute()
+    except RedisError as exc:
+        log.warning("could not wake the worker (%s); it finds the job at its next poll", exc)
 
 
 async def describe_job(redis: ArqRedis, job_id: str) -> JobView:

@@ -2,12 +2,14 @@
 
 ``WorkerSettings`` is built from the ``MOVIE_*`` settings as a plain class with every attribute
 set on it directly (arq reads attributes with ``getattr`` and silently ignores inherited ones).
-``arq app.worker.WorkerSettings`` and ``arq --check app.worker.WorkerSettings`` work too: the
-module builds the class on first access, not at import.
+``serve`` runs it in ``WakingWorker`` (``create_worker``), which an enqueue wakes at once.
+``arq app.worker.WorkerSettings`` and ``arq --check app.worker.WorkerSettings`` work too (arq's
+own Worker, which only polls): the module builds the class on first access, not at import.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
@@ -15,8 +17,9 @@ from typing import Any
 
 import stamina
 from arq import Retry, cron
-from arq.connections import RedisSettings
-from arq.worker import run_worker
+from arq.connections import RedisSettings, create_pool, log_redis_info
+from arq.worker import Worker, get_kwargs
+from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -31,6 +34,7 @@ from app.constants import (
     RECOMMENDATIONS_PER_USER,
     REFRESH_CHANGED_JOB,
     catch_up_job_id,
+    wake_key,
 )
 from app.db import create_engine, create_schema
 from app.jobcodec import CODEC
@@ -38,6 +42,12 @@ from app.logs import configure_logging
 from app.refresh import refresh_user, refresh_users, users_needing_refresh
 
 log = logging.getLogger("app.worker")
+arq_log = logging.getLogger("arq.worker")  # arq's own start-up lines, as arq logs them
+
+# Below this, an idle wait is not worth a blocking BLPOP (whose timeout 0 would mean forever).
+MIN_BLOCKING_WAIT_SECONDS = 0.001
+# A BLPOP not answered this long after its own timeout means a dead connection: drop it.
+WAKE_GRACE_SECONDS = 2.0
 
 RETRY_BASE_DELAY_SECONDS = 0.5
 RETRY_MAX_DELAY_SECONDS = 10.0
@@ -114,6 +124,103 @@ async def catch_up(ctx: dict[str, Any], now: datetime | None = None) -> bool:
     return job is not None
 
 
+class WakingWorker(Worker):
+    """arq's Worker, woken by an enqueue instead of finding the job at its next poll.
+
+    arq's ``main()`` sleeps ``poll_delay`` between polls (``arq.utils.poll``); here that idle
+    wait is a BLPOP on ``wake_key(queue_name)`` with the same timeout, on a connection of its
+    own, so a job queued through ``app.jobs.wake_worker`` starts within a round trip; cron
+    and deferred jobs are still found by the poll at least every ``poll_delay``. A token pushed
+    while the worker was busy stays in the list and makes the next wait return at once, so no
+    wake-up is lost. Everything else is arq's: health check, cron, retries, timeouts, signals,
+    burst mode (which keeps arq's plain sleep). Nothing read from the list is decoded: a token
+    only counts.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wake_key = wake_key(self.queue_name)
+        self.idle_woken = 0  # idle waits ended by a wake-up token
+        self.idle_timed_out = 0  # idle waits that ran the whole poll delay
+        self._wake_redis: Redis | None = None
+
+    async def main(self) -> None:
+        """arq 0.28's ``Worker.main`` with the wait between polls replaced by ``idle_wait``."""
+        if self._pool is None:
+            self._pool = await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        names = ", ".join(self.functions)
+        arq_log.info("Starting worker for %d functions: %s", len(self.functions), names)
+        await log_redis_info(self.pool, arq_log.info)
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                started = loop.time()
+                await self._poll_iteration()
+                if self.burst:
+                    if 0 <= self.max_burst_jobs <= self._jobs_started():
+                        await asyncio.gather(*self.tasks.values())
+                        return
+                    if await self.pool.zcard(self.queue_name) == 0:
+                        await asyncio.gather(*self.tasks.values())
+                        return
+                await self.idle_wait(self.poll_delay_s - (loop.time() - started))
+        finally:
+            await self._close_wake_connection()
+
+    async def idle_wait(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for the next poll; return early when a job is enqueued."""
+        if self.burst or seconds < MIN_BLOCKING_WAIT_SECONDS:
+            await asyncio.sleep(max(0.0, seconds))
+            return
+        if self._wake_redis is None:
+            self._wake_redis = self._wake_connection()
+        try:
+            async with asyncio.timeout(seconds + WAKE_GRACE_SECONDS):
+                # BLPOP takes fractional seconds, redis-py's stubs say int (and a sync|async
+                # union for the result).
+                token = await self._wake_redis.blpop([self.wake_key], seconds)  # type: ignore[arg-type,misc]
+        except TimeoutError:
+            # No answer past the server-side timeout: a dead connection; the next wait reconnects
+            # and the next poll reports Redis gone if it is.
+            log.warning("no answer from redis while idle; reconnecting the wake-up connection")
+            await self._close_wake_connection()
+            token = None
+        if token is None:
+            self.idle_timed_out += 1
+        else:
+            self.idle_woken += 1
+
+    def _wake_connection(self) -> Redis:
+        """A one-connection client of its own: a blocking BLPOP never holds up the pool's
+        connections (job reads, results, heartbeat)."""
+        shared = self.pool.connection_pool
+        pool = ConnectionPool(
+            connection_class=shared.connection_class, max_connections=1, **shared.connection_kwargs
+        )
+        return Redis(connection_pool=pool)
+
+    async def _close_wake_connection(self) -> None:
+        client, self._wake_redis = self._wake_redis, None
+        if client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose(close_connection_pool=True)
+
+
+def create_worker(settings_cls: type, **kwargs: Any) -> WakingWorker:
+    """``arq.worker.create_worker`` for ``WakingWorker``."""
+    return WakingWorker(**{**get_kwargs(settings_cls), **kwargs})
+
+
 def build_worker_settings(settings: Settings) -> type:
     """The arq WorkerSettings class for ``settings``."""
 
@@ -175,7 +282,7 @@ def serve(settings: Settings) -> None:
         with attempt:
             if attempt.num > 1:
                 log.warning("redis connection lost; worker restarting (attempt %d)", attempt.num)
-            run_worker(worker_settings)
+            create_worker(worker_settings).run()
 
 
 def main() -> int:

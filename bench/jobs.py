@@ -4,7 +4,10 @@ A real worker (``python -m app.worker``) runs against the benchmark's Redis and 
 are queued one at a time through ``app.jobs.trigger_refresh`` (what the API and the CLI call) and
 read back through ``app.jobs.describe_job``. Latency is arq's own ``finish_time - enqueue_time``;
 the job's result says how much of it was the computation (``duration_ms``), the rest is queueing
-(the worker polls every ``MOVIE_WORKER_POLL_DELAY_MS``) and arq's bookkeeping.
+and arq's bookkeeping. The worker runs as shipped: the default ``MOVIE_WORKER_POLL_DELAY_MS``
+(an enqueue wakes the idle worker; the poll only finds cron and deferred jobs).
+
+``python -m bench.jobs --jobs 30`` runs this measurement alone (seconds, own valkey and database).
 """
 
 from __future__ import annotations
@@ -19,14 +22,18 @@ from pathlib import Path
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from sqlalchemy import insert
 
+from app.config import Settings
 from app.constants import ARQ_IN_PROGRESS_KEY_PREFIX, HEALTH_CHECK_KEY, QUEUE_NAME
 from app.db import RatingRow, create_engine, utcnow
 from app.jobcodec import CODEC
 from app.jobs import JobState, describe_job, trigger_refresh
 from bench.procs import BenchError, Processes, clean_env, log_tail
 
-#: arq's default poll interval in this project (``MOVIE_WORKER_POLL_DELAY_MS``).
-POLL_DELAY_MS = 50
+#: The shipped poll interval (``MOVIE_WORKER_POLL_DELAY_MS``'s default): the benchmark does not
+#: tune it, only spreads the enqueue instants over one such interval.
+POLL_DELAY_MS: int = Settings.model_fields["worker_poll_delay_ms"].default
+#: The issue's target for the median latency beyond the computation.
+OVERHEAD_TARGET_MS = 15.0
 RATING_USERS = 300
 
 
@@ -131,7 +138,6 @@ def run_refresh_benchmark(
         {
             "MOVIE_DATABASE_URL": database_url,
             "MOVIE_REDIS_URL": redis_url,
-            "MOVIE_WORKER_POLL_DELAY_MS": str(POLL_DELAY_MS),
             "MOVIE_LOG_LEVEL": "WARNING",
         }
     )
@@ -147,3 +153,37 @@ def run_refresh_benchmark(
     finally:
         procs.stop(worker)
     return samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.jobs [--jobs N]``: only the refresh-job measurement, on its own valkey
+    and database (seconds, not the whole benchmark)."""
+    import argparse
+    import tempfile
+
+    from bench.runner import prepare_database, start_valkey
+    from bench.summary import percentile
+
+    parser = argparse.ArgumentParser(prog="python -m bench.jobs", description=main.__doc__)
+    parser.add_argument("--jobs", type=int, default=30, help="refresh jobs to time (30)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="movieops-jobs-") as tmp, Processes() as procs:
+        work = Path(tmp)
+        database_url = f"sqlite+aiosqlite:///{work / 'movies.db'}"
+        asyncio.run(prepare_database(database_url))
+        valkey = start_valkey(procs, work / "valkey")
+        samples = run_refresh_benchmark(procs, work, database_url, valkey, args.jobs)
+    overhead = [s.overhead_ms for s in samples]
+    median, p90 = percentile(overhead, 50), percentile(overhead, 90)
+    computation = percentile([s.computation_ms for s in samples], 50)
+    verdict = "meets" if median <= OVERHEAD_TARGET_MS else "misses"
+    print(
+        f"jobs: {len(samples)} refreshes (poll delay {POLL_DELAY_MS} ms, as shipped); computation "
+        f"median {computation:.1f} ms; latency beyond it: median {median:.1f} ms, p90 {p90:.1f} ms "
+        f"({verdict} the {OVERHEAD_TARGET_MS:.0f} ms target for the median)"
+    )
+    return 0 if median <= OVERHEAD_TARGET_MS else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

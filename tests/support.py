@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from arq.worker import create_worker
 from starlette.types import ASGIApp
 
 from app.config import Settings
-from app.worker import build_worker_settings
+from app.worker import build_worker_settings, create_worker
 from movieops.embedded import ValkeyServer
 
 
@@ -112,7 +111,7 @@ def start_worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
 
 
 async def run_burst(settings: Settings, *, count_failed: bool = False) -> int:
-    """Run an arq worker in-process until the queue is empty; return the jobs it completed
+    """Run the app's worker in-process until the queue is empty; return the jobs it completed
     (plus the ones that failed, with ``count_failed``)."""
     worker = create_worker(build_worker_settings(settings), burst=True, handle_signals=False)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import pickle
 import signal
@@ -16,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from arq import Retry
+from arq import Retry, cron
 from arq.constants import job_key_prefix, retry_key_prefix
 from fastapi import FastAPI
 from redis.asyncio import Redis
@@ -27,17 +28,24 @@ from app.constants import (
     ARQ_IN_PROGRESS_KEY_PREFIX,
     ARQ_RESULT_KEY_PREFIX,
     CRON_LAST_RUN_KEY,
+    HEALTH_CHECK_KEY,
     QUEUE_NAME,
     REFRESH_JOB,
+    WAKE_TOKENS_MAX,
+    WAKE_TTL_MS,
     refresh_job_id,
+    wake_key,
 )
 from app.db import RecommendationRow, create_engine
-from app.jobcodec import arq_client, arq_client_from_url, decode_record, encode_record
+from app.jobcodec import CODEC, arq_client, arq_client_from_url, decode_record, encode_record
+from app.jobs import wake_worker
 from app.main import create_app
 from app.worker import (
+    WakingWorker,
     backoff_seconds,
     build_worker_settings,
     catch_up,
+    create_worker,
     is_transient,
     missed_run,
     refresh_changed_users,
@@ -326,6 +334,147 @@ async def test_redis_blip_inside_a_job_becomes_an_arq_retry(tmp_path: Path) -> N
     assert caught.value.defer_score == 1000  # 1 s, in ms
     await dead.aclose(close_connection_pool=True)
     await engine.dispose()
+
+
+# --- waking the idle worker on enqueue ------------------------------------------------------
+
+# Far longer than any wait below: a job that completes was started by a wake-up, not a poll.
+LONG_POLL_DELAY_SECONDS = 30.0
+
+
+async def _start_idle(worker: WakingWorker, redis: Redis) -> asyncio.Task[None]:
+    """Run ``worker`` in a task until it has polled once (its heartbeat is written) and idles."""
+    task = asyncio.create_task(worker.async_run())
+    await asyncio.wait_for(_until(lambda: redis.exists(HEALTH_CHECK_KEY), 10, "a poll"), 10)
+    return task
+
+
+async def _stop(worker: WakingWorker, task: asyncio.Task[None]) -> None:
+    """Once its jobs are done (SIGTERM cancels running ones), SIGTERM as arq handles it, then
+    arq's close()."""
+    await asyncio.wait_for(asyncio.gather(*worker.tasks.values()), 10)
+    worker.handle_sig(signal.SIGTERM)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    await worker.close()
+
+
+async def test_an_enqueued_refresh_wakes_the_idle_worker_instead_of_waiting_for_its_poll(
+    stack: tuple[Settings, httpx.AsyncClient], redis: Redis
+) -> None:
+    """With a 30 s poll delay, a refresh queued through the API completes: woken, never polled."""
+    settings, client = stack
+    worker = create_worker(
+        build_worker_settings(settings),
+        poll_delay=LONG_POLL_DELAY_SECONDS,
+        handle_signals=False,
+    )
+    task = await _start_idle(worker, redis)
+    try:
+        for user_id in (42, 43):
+            accepted = await client.post(f"/users/{user_id}/recommendations/refresh")
+            assert accepted.json()["state"] == "queued"
+            done = functools.partial(_complete, client, user_id)
+            await asyncio.wait_for(_until(done, 10, "the job"), 10)
+        assert worker.jobs_complete == 2
+        assert worker.idle_woken >= 2
+        assert worker.idle_timed_out == 0  # the 30 s poll never came round
+    finally:
+        await _stop(worker, task)
+
+
+async def _complete(client: httpx.AsyncClient, user_id: int) -> bool:
+    job = (await client.get(f"/jobs/refresh:{user_id}")).json()
+    assert job["state"] != "failed", job
+    return bool(job["state"] == "complete")
+
+
+async def test_a_worker_blocked_waiting_for_a_wake_up_shuts_down_promptly(
+    settings: Settings, redis: Redis
+) -> None:
+    """SIGTERM while blocked on the wake-up list ends the worker at once, heartbeat gone."""
+    await redis.set(CRON_LAST_RUN_KEY, datetime.now(UTC).isoformat())  # no catch-up job
+    worker = create_worker(
+        build_worker_settings(settings),
+        poll_delay=LONG_POLL_DELAY_SECONDS,
+        handle_signals=False,
+    )
+    task = await _start_idle(worker, redis)
+    await _stop(worker, task)
+    assert worker.idle_timed_out == 0  # interrupted inside its first 30 s wait
+    assert not await redis.exists(HEALTH_CHECK_KEY)
+    clients = await redis.client_list()
+    assert not [c for c in clients if c["cmd"] == "blpop"]  # the wake connection is closed
+
+
+async def test_cron_and_deferred_jobs_are_still_found_by_the_poll(
+    settings: Settings, redis: Redis
+) -> None:
+    """A cron job (queued deferred, no wake-up token) runs, found by a poll that timed out."""
+    ticked = asyncio.Event()
+
+    async def tick(ctx: dict[str, Any]) -> None:
+        ticked.set()
+
+    worker = WakingWorker(
+        functions=[],
+        cron_jobs=[cron(tick, name="tick", second=set(range(60)))],  # every second
+        redis_settings=build_worker_settings(settings).redis_settings,  # type: ignore[attr-defined]
+        queue_name="test:cron-queue",
+        poll_delay=0.2,
+        handle_signals=False,
+        **CODEC,
+    )
+    task = asyncio.create_task(worker.async_run())
+    try:
+        await asyncio.wait_for(ticked.wait(), 10)
+        assert worker.idle_timed_out >= 1
+        assert worker.idle_woken == 0
+    finally:
+        await _stop(worker, task)
+
+
+async def test_burst_mode_runs_the_queue_and_returns_without_blocking_on_the_wake_list(
+    stack: tuple[Settings, httpx.AsyncClient], redis: Redis
+) -> None:
+    """Burst mode (the tests' run_burst) drains the queue and returns; it never waits on BLPOP."""
+    settings, client = stack
+    for user_id in (42, 43):
+        await client.post(f"/users/{user_id}/recommendations/refresh")
+    assert await _wake_tokens(redis) == 2
+    worker = create_worker(build_worker_settings(settings), burst=True, handle_signals=False)
+    try:
+        await asyncio.wait_for(worker.async_run(), 10)
+    finally:
+        await worker.close()
+    assert worker.jobs_complete == 2
+    assert worker.idle_woken == worker.idle_timed_out == 0
+    assert (await client.get("/jobs/refresh:42")).json()["state"] == "complete"
+
+
+async def _wake_tokens(redis: Redis) -> int:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.llen(wake_key(QUEUE_NAME))  # (redis-py types llen() itself as sync | async)
+        (length,) = await pipe.execute()
+    return int(length)
+
+
+async def test_the_wake_list_stays_bounded_and_expires(redis: Redis) -> None:
+    """However many enqueues wake it, the list keeps WAKE_TOKENS_MAX tokens and a TTL."""
+    for _ in range(3 * WAKE_TOKENS_MAX):
+        await wake_worker(redis)
+    key = wake_key(QUEUE_NAME)
+    assert await _wake_tokens(redis) == WAKE_TOKENS_MAX
+    assert 0 < await redis.pttl(key) <= WAKE_TTL_MS
+
+
+async def test_a_failed_wake_up_does_not_fail_the_enqueue(tmp_path: Path) -> None:
+    """The wake-up is a hint: with Redis gone it logs and returns (the poll finds the job)."""
+    dead = arq_client_from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    try:
+        await wake_worker(dead)
+    finally:
+        await dead.aclose(close_connection_pool=True)
 
 
 # --- the worker as a process ------------------------------------------------------------------
