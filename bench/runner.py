@@ -331,7 +331,7 @@ def run_rounds(
                 else (f"  ERRORS: {result.non_2xx_3xx} non-2xx, {result.socket_errors} socket")
             )
             print(
-                f"round {round_}/{config.rounds}  {key:<16} {result.rps:>8,.0f} req/s  "
+                f"round {round_}/{config.rounds}  {key:<22} {result.rps:>8,.0f} req/s  "
                 f"p50 {result.latency_p50_ms:6.2f} ms  p99 {result.latency_p99_ms:6.2f} ms  "
                 f"{usage.round_trips_per_request:4.2f} RT/req{errors}",
                 flush=True,
@@ -373,6 +373,19 @@ def _mixed_round(
     return result
 
 
+def wait_quiet(redis: Redis, timeout: float = 10.0) -> None:
+    """Until nothing but our own INFO reaches Redis for 0.2 s: a loaded server still works off
+    requests wrk had in flight when it stopped, and their Redis calls must not be counted."""
+    deadline = time.monotonic() + timeout
+    previous = take_snapshot(redis)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        current = take_snapshot(redis)
+        if current.reads - previous.reads <= 1:
+            return
+        previous = current
+
+
 def calibrate(servers: dict[str, Server], redis: Redis, requests: int) -> dict[str, RedisUsage]:
     """Exact Redis work per request: ``requests`` sequential GETs per variant, so nothing is in
     flight when the counters are read."""
@@ -383,6 +396,7 @@ def calibrate(servers: dict[str, Server], redis: Redis, requests: int) -> dict[s
                 continue
             url = f"{server.url}/movies?limit={PAGE_SIZE}"
             client.get(url)
+            wait_quiet(redis)
             before = take_snapshot(redis)
             for _ in range(requests):
                 if client.get(url).status_code != 200:

@@ -353,7 +353,7 @@ def evaluate_targets(
         Target("mixed workload throughput, after vs before", mixed_ratio, 5.0, ">=", "x",
                "paired per-round req/s ratio of the mixed workload"),
         Target("mixed workload errors (after)", float(after.errors) if after else None, 0.0,
-               "<=", "", "non-2xx responses + socket errors over every round"),
+               "==", "", "non-2xx responses + socket errors over every round"),
         Target("refresh latency beyond the computation (median)",
                refresh.overhead_median_ms if refresh else None, 15.0, "<=", " ms",
                "arq finish - enqueue - duration_ms (was <= 50 ms)"),
