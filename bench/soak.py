@@ -388,12 +388,12 @@ def render_chart(results: SoakResults, path: Path) -> None:
     rss_axis.set_ylabel("API RSS (MB)", color="#2b6cb0")
     rss_axis.axvline(WARMUP_S / 60, color="#a0aec0", linestyle="--", linewidth=1)
     rps_axis = rss_axis.twinx()
-    rps_axis.step(
-        [x.end_s / 60 for x in results.slices],
-        [x.result.rps for x in results.slices],
-        where="pre",
-        color="#dd6b20",
-    )
+    if results.slices:
+        rps_axis.stairs(
+            [x.result.rps for x in results.slices],
+            [results.slices[0].start_s / 60, *[x.end_s / 60 for x in results.slices]],
+            color="#dd6b20",
+        )
     rps_axis.set_ylabel("req/s per slice", color="#dd6b20")
     rps_axis.set_ylim(bottom=0)
     rss_axis.set_title("Soak: mixed workload against the local stack")
