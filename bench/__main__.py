@@ -11,8 +11,10 @@ from bench import ROOT
 from bench.procs import BenchError
 from bench.summary import BASELINE, VARIANTS
 
-DEFAULTS = {"rounds": 5, "duration": 8, "warmup": 1, "jobs": 30, "calibration": 200}
-QUICK = {"rounds": 1, "duration": 3, "warmup": 1, "jobs": 10, "calibration": 50}
+DEFAULTS = {
+    "rounds": 5, "duration": 4, "warmup": 1, "jobs": 30, "calibration": 200, "cli_runs": 10,
+}  # fmt: skip
+QUICK = {"rounds": 1, "duration": 3, "warmup": 1, "jobs": 10, "calibration": 50, "cli_runs": 1}
 COMMAND = "uv run --group bench python -m bench"
 
 
@@ -36,14 +38,16 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description=(
-            "Benchmark GET /movies of the product (Redis features off, limiter only, full cached "
-            "path) against slowapi, fastapi-limiter, a naive middleware and bare Starlette; time "
-            "refresh jobs and stack start-up. Writes bench/results/ and prints the table."
+            "Benchmark GET /movies of the product (cached, un-cached, before this work) against an "
+            "in-memory FastAPI route, slowapi, fastapi-limiter, a naive middleware and bare "
+            "Starlette; a mixed workload before/after; CLI start-up, refresh jobs and stack "
+            "start-up. Writes bench/results/ and prints the tables. "
+            "`python -m bench soak --help`: the soak mode."
         ),
     )
-    p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run (no Compose)")
+    p.add_argument("--quick", action="store_true", help="a ~2-3 minute smoke run (no Compose)")
     p.add_argument("--rounds", type=_positive, help="alternating rounds (default 5; quick 1)")
-    p.add_argument("--duration", type=_positive, help="seconds per measurement (default 8)")
+    p.add_argument("--duration", type=_positive, help="seconds per measurement (default 4)")
     p.add_argument("--warmup", type=_non_negative, help="warm-up seconds before each (default 1)")
     p.add_argument("--connections", type=_positive, default=50, help="wrk connections (50)")
     p.add_argument("--jobs", type=_non_negative, help="refresh jobs to time (30; 0 skips)")
@@ -51,8 +55,32 @@ def parser() -> argparse.ArgumentParser:
         "--variants",
         help=f"comma-separated subset (the baseline is always included): {keys}",
     )
+    p.add_argument("--no-mixed", action="store_true", help="skip the mixed workload")
+    p.add_argument(
+        "--no-before", action="store_true", help="skip everything 'before' (no worktree)"
+    )
+    p.add_argument(
+        "--cli-runs", type=_non_negative, help="timed runs per CLI command (10; quick 1; 0 skips)"
+    )
     p.add_argument("--no-startup", action="store_true", help="skip the time-to-healthy runs")
     p.add_argument("--no-compose", action="store_true", help="skip the Docker Compose start-ups")
+    p.add_argument(
+        "--no-install", action="store_true", help="do not apt-get install wrk when missing"
+    )
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="output directory")
+    return p
+
+
+def soak_parser() -> argparse.ArgumentParser:
+    """The ``soak`` subcommand's command line."""
+    p = argparse.ArgumentParser(
+        prog="python -m bench soak",
+        description=(
+            "Run the mixed workload against the local stack (movieops up --runtime local) for "
+            "--minutes, sampling the API's RSS every 5 s; write bench/results/soak.{md,json,png}."
+        ),
+    )
+    p.add_argument("--minutes", type=_positive, default=10, help="minutes of load (10)")
     p.add_argument(
         "--no-install", action="store_true", help="do not apt-get install wrk when missing"
     )
@@ -74,6 +102,13 @@ def _variants(text: str | None, p: argparse.ArgumentParser) -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit status 0 on success, 1 when the benchmark could not run, 130 on ^C."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["soak"]:
+        from bench import soak
+
+        options = soak_parser().parse_args(arguments[1:])
+        command = f"{COMMAND} {shlex.join(arguments)}"
+        return soak.main(options.minutes, options.out, command, not options.no_install)
     p = parser()
     args = p.parse_args(argv)
     preset = QUICK if args.quick else DEFAULTS
@@ -102,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         install_wrk=not args.no_install,
         out_dir=args.out,
         variants=_variants(args.variants, p),
+        mixed=not args.no_mixed,
+        cli_runs=pick(args.cli_runs, "cli_runs"),
+        before=not args.no_before,
     )
     extra = shlex.join(sys.argv[1:] if argv is None else argv)
     command = f"{COMMAND} {extra}".strip()
@@ -117,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.throughput_table(results.summaries))
     print()
+    if results.mixed:
+        print(report.mixed_table(results.mixed))
+        print()
+    if results.cli:
+        print(report.cli_table(results.cli))
+        print()
     print(report.targets_table(results.targets))
     print()
     minutes, seconds = divmod(round(results.run_seconds), 60)

@@ -7,33 +7,59 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from bench.clitime import CliTiming
 from bench.jobs import JobSample
 from bench.load import WrkResult
+from bench.mixed import MixedResult
 from bench.redisstats import RedisUsage
 
 
 @dataclass(frozen=True)
 class Variant:
-    """A benchmarked variant: factory name in ``bench.variants``, table label, description."""
+    """A benchmarked variant: its key, table label, description, whether it talks to Redis, and
+    where it comes from (``after``: this tree; ``before``: the ``BEFORE_REV`` worktree)."""
 
     key: str
     label: str
     description: str
+    uses_redis: bool = True
+    tree: str = "after"
+    factory: str = ""  # the bench.variants factory, when it is not the key
+
+    @property
+    def factory_name(self) -> str:
+        """The factory served with ``uvicorn bench.variants:<name> --factory``."""
+        return self.factory or self.key
 
 
 VARIANTS: tuple[Variant, ...] = (
-    Variant("baseline", "1. product, Redis features off", "no rate limiter, no cache (baseline)"),
-    Variant("limiter", "2. product rate limiter only", "pure-ASGI limiter, one EVALSHA; no cache"),
-    Variant("full", "3. product full path, cache hit", "limiter + response cache (HIT)"),
-    Variant("slowapi", "4a. slowapi (headers on)", "Limiter(storage_uri=redis://, headers)"),
-    Variant("fastapi_limiter", "4b. fastapi-limiter 0.2.0", "RateLimiter dep., RedisBucket"),
-    Variant("naive", "5. naive INCR+EXPIRE middleware", "@app.middleware('http'), redis.asyncio"),
-    Variant("starlette", "6. bare Starlette, same bytes", "framework ceiling, no DB, no Redis"),
-)
-BASELINE = "baseline"
+    Variant("memory", "in-memory FastAPI (response_model)", "50 films held in memory; baseline",
+            uses_redis=False),
+    Variant("starlette", "bare Starlette, same bytes", "framework ceiling, no DB, no Redis",
+            uses_redis=False),
+    Variant("memory_fastapi_limiter", "fastapi-limiter 0.2.0, in-memory route",
+            "RateLimiter dep., RedisBucket, on the in-memory route"),
+    Variant("memory_slowapi", "slowapi (headers on), in-memory route",
+            "Limiter(storage_uri=redis://, headers) on the in-memory route"),
+    Variant("full", "product, limiter + cache hit", "create_app as shipped, measured on hits"),
+    Variant("limiter", "product rate limiter, un-cached page", "rate limiter on, cache off"),
+    Variant("baseline", "product, un-cached page (Redis features off)",
+            "no rate limiter, cache replaced by a pass-through", uses_redis=False),
+    Variant("before_uncached", "before: product, un-cached page (Redis features off)",
+            "the baseline variant of BEFORE_REV, from its own worktree", uses_redis=False,
+            tree="before", factory="baseline"),
+    Variant("slowapi", "slowapi (headers on), product un-cached route",
+            "Limiter(storage_uri=redis://, headers) on the product's route"),
+    Variant("fastapi_limiter", "fastapi-limiter 0.2.0, product un-cached route",
+            "RateLimiter dep., RedisBucket, on the product's route"),
+    Variant("naive", "naive INCR+EXPIRE middleware, un-cached", "@app.middleware('http')"),
+)  # fmt: skip
+BASELINE = "memory"
+CEILING = "starlette"
+VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
 
 
 @dataclass(frozen=True)
@@ -65,16 +91,17 @@ class Spread:
 
 @dataclass(frozen=True)
 class VariantSummary:
-    """A variant over all rounds."""
+    """A variant over all rounds (ratios paired within rounds; Redis work exact when known)."""
 
     key: str
     label: str
     rps: Spread
-    ratio: Spread
+    ratio: Spread  # x the baseline (the in-memory FastAPI route)
+    vs_ceiling: Spread  # x bare Starlette
     p50_ms: float
     p99_ms: float
-    round_trips: float
-    commands: float
+    round_trips: float | None  # None: the variant uses no Redis
+    commands: float | None
     clean: bool
     added_us: float
 
@@ -118,24 +145,38 @@ def added_server_us(measurements: Sequence[Measurement], key: str, reference: st
 
 
 def summarize(
-    measurements: Sequence[Measurement], variants: Sequence[Variant] = VARIANTS
+    measurements: Sequence[Measurement],
+    variants: Sequence[Variant] = VARIANTS,
+    exact: Mapping[str, RedisUsage] | None = None,
 ) -> list[VariantSummary]:
-    """One summary per measured variant, in table order."""
+    """One summary per measured variant, in table order. Redis work per request comes from the
+    exact sequential count when ``exact`` has it, else from the rounds (median)."""
+    exact = exact or {}
     summaries = []
     for variant in variants:
         rounds = [m for m in measurements if m.variant == variant.key]
         if not rounds:
             continue
+        round_trips: float | None = None
+        commands: float | None = None
+        if variant.uses_redis:
+            if variant.key in exact:
+                round_trips = exact[variant.key].round_trips_per_request
+                commands = exact[variant.key].commands_per_request
+            else:
+                round_trips = statistics.median(m.redis.round_trips_per_request for m in rounds)
+                commands = statistics.median(m.redis.commands_per_request for m in rounds)
         summaries.append(
             VariantSummary(
                 key=variant.key,
                 label=variant.label,
                 rps=Spread.of([m.wrk.rps for m in rounds]),
                 ratio=Spread.of(paired_ratios(measurements, variant.key, BASELINE)),
+                vs_ceiling=Spread.of(paired_ratios(measurements, variant.key, CEILING)),
                 p50_ms=statistics.median(m.wrk.latency_p50_ms for m in rounds),
                 p99_ms=statistics.median(m.wrk.latency_p99_ms for m in rounds),
-                round_trips=statistics.median(m.redis.round_trips_per_request for m in rounds),
-                commands=statistics.median(m.redis.commands_per_request for m in rounds),
+                round_trips=round_trips,
+                commands=commands,
                 clean=all(m.wrk.clean for m in rounds),
                 added_us=statistics.median(added_server_us(measurements, variant.key, BASELINE))
                 if variant.key != BASELINE
@@ -143,6 +184,66 @@ def summarize(
             )
         )
     return summaries
+
+
+@dataclass(frozen=True)
+class MixedMeasurement:
+    """The mixed workload against one tree (``after`` or ``before``) in one round."""
+
+    target: str
+    round: int
+    result: MixedResult
+    load_average: float = math.nan
+
+
+@dataclass(frozen=True)
+class MixedSummary:
+    """The mixed workload of one tree over all rounds."""
+
+    target: str
+    rps: Spread
+    ratio: Spread  # after / before, paired within rounds (1.0 for before)
+    p50_ms: float
+    p99_ms: float
+    hit_ratio: float
+    requests: int
+    errors: int
+    sent: dict[str, int]
+
+
+def summarize_mixed(measurements: Sequence[MixedMeasurement]) -> list[MixedSummary]:
+    """``after`` then ``before``, whichever were measured."""
+    before = {m.round: m.result for m in measurements if m.target == "before"}
+    out = []
+    for target in ("after", "before"):
+        rounds = [m for m in measurements if m.target == target]
+        if not rounds:
+            continue
+        ratios = [
+            m.result.rps / before[m.round].rps
+            for m in rounds
+            if m.round in before and before[m.round].rps > 0
+        ]
+        sent: dict[str, int] = {}
+        for m in rounds:
+            for kind, count in m.result.sent.items():
+                sent[kind] = sent.get(kind, 0) + count
+        hits = sum(m.result.cache.get("HIT", 0) for m in rounds)
+        gets = sum(m.result.cache_lookups for m in rounds)
+        out.append(
+            MixedSummary(
+                target=target,
+                rps=Spread.of([m.result.rps for m in rounds]),
+                ratio=Spread.of(ratios),
+                p50_ms=statistics.median(m.result.latency_p50_ms for m in rounds),
+                p99_ms=statistics.median(m.result.latency_p99_ms for m in rounds),
+                hit_ratio=hits / gets if gets else math.nan,
+                requests=sum(m.result.requests for m in rounds),
+                errors=sum(m.result.errors for m in rounds),
+                sent=sent,
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -175,34 +276,45 @@ class RefreshSummary:
 
 @dataclass(frozen=True)
 class Target:
-    """One of the issue's targets and whether the measurement meets it."""
+    """One of the issue's targets and whether this run's measurement meets it.
+
+    ``op`` is how the measurement must compare with the threshold: ``>=``, ``<=``, ``<`` or
+    ``==`` (equal to 2 decimals: exact counts)."""
 
     name: str
     measured: float | None
     threshold: float
-    at_least: bool
+    op: str
     unit: str
-    note: str = ""
+    source: str = ""
 
     @property
     def met(self) -> bool | None:
         """True/False, or None when it could not be measured."""
         if self.measured is None or math.isnan(self.measured):
             return None
-        if self.at_least:
-            return self.measured >= self.threshold
-        return self.measured <= self.threshold
+        value, limit = self.measured, self.threshold
+        return {
+            ">=": value >= limit,
+            "<=": value <= limit,
+            "<": value < limit,
+            "==": round(value, 2) == round(limit, 2),
+        }[self.op]
 
     @property
     def margin(self) -> str:
         """How far the measurement is from the threshold, in the threshold's terms."""
         if self.met is None or self.measured is None:
             return "not measured"
-        diff = self.measured - self.threshold if self.at_least else self.threshold - self.measured
+        if self.op == "==":
+            off = abs(self.measured - self.threshold)
+            return "exactly" if self.met else f"{off:.2f}{self.unit} off"
+        at_least = self.op == ">="
+        diff = self.measured - self.threshold if at_least else self.threshold - self.measured
         relative = diff / self.threshold * 100 if self.threshold else math.inf
-        word = "above" if self.at_least else "below"
+        word = "above" if at_least else "below"
         if diff < 0:
-            word = "short of" if self.at_least else "over"
+            word = "short of" if at_least else "over"
         return f"{abs(diff):.2f}{self.unit} {word} the target ({relative:+.0f}%)"
 
 
@@ -211,24 +323,42 @@ def _ratio(measurements: Sequence[Measurement], key: str, reference: str) -> flo
     return statistics.median(ratios) if ratios else None
 
 
+def _cli_median(cli: Sequence[CliTiming], name: str) -> float | None:
+    found = [t for t in cli if t.name == name and t.tree == "after" and t.ok]
+    return found[0].median_ms if found else None
+
+
 def evaluate_targets(
     measurements: Sequence[Measurement],
-    exact_round_trips: dict[str, float],
+    exact_round_trips: Mapping[str, float],
     refresh: RefreshSummary | None,
+    mixed: Sequence[MixedSummary] = (),
+    cli: Sequence[CliTiming] = (),
 ) -> list[Target]:
-    """The issue's six targets, each measured or marked as not measured."""
+    """The issue 12 targets, each computed from this run or marked as not measured."""
+    after = next((m for m in mixed if m.target == "after"), None)
+    mixed_ratio = after.ratio.median if after and not math.isnan(after.ratio.median) else None
     return [
-        Target("full cached path vs baseline", _ratio(measurements, "full", BASELINE), 1.5, True,
-               "x"),
-        Target("limiter only vs baseline", _ratio(measurements, "limiter", BASELINE), 0.8, True,
-               "x"),
-        Target("full path vs slowapi (headers on)", _ratio(measurements, "full", "slowapi"), 2.5,
-               True, "x"),
-        Target("full path vs fastapi-limiter", _ratio(measurements, "full", "fastapi_limiter"),
-               2.0, True, "x"),
-        Target("Redis round trips, cached GET", exact_round_trips.get("full"), 2.0, False, "",
-               "sequential requests, exact count"),
+        Target("product cached path (full) vs bare Starlette",
+               _ratio(measurements, "full", CEILING), 0.25, ">=", "x",
+               "paired per-round req/s ratio, full / starlette"),
+        Target("product cached path (full) vs fastapi-limiter on the in-memory route",
+               _ratio(measurements, "full", "memory_fastapi_limiter"), 2.0, ">=", "x",
+               "paired per-round req/s ratio, full / memory_fastapi_limiter"),
+        Target("Redis round trips per cached GET (full)", exact_round_trips.get("full"), 1.0,
+               "==", "", "sequential requests, exact count of total_reads_processed"),
+        Target("un-cached page (baseline) vs before", _ratio(measurements, "baseline",
+               "before_uncached"), 5.0, ">=", "x",
+               "paired per-round req/s ratio, baseline / before_uncached"),
+        Target("mixed workload throughput, after vs before", mixed_ratio, 5.0, ">=", "x",
+               "paired per-round req/s ratio of the mixed workload"),
+        Target("mixed workload errors (after)", float(after.errors) if after else None, 0.0,
+               "==", "", "non-2xx responses + socket errors over every round"),
         Target("refresh latency beyond the computation (median)",
-               refresh.overhead_median_ms if refresh else None, 50.0, False, " ms",
-               "finish - enqueue - duration_ms"),
+               refresh.overhead_median_ms if refresh else None, 15.0, "<=", " ms",
+               "arq finish - enqueue - duration_ms (was <= 50 ms)"),
+        Target("CLI `movieops --help` start-up (median)", _cli_median(cli, "movieops --help"),
+               500.0, "<", " ms", "process wall time, 1 warm-up + N runs"),
+        Target("CLI `movieops status` start-up (median)", _cli_median(cli, "movieops status"),
+               500.0, "<", " ms", "process wall time, no stack running"),
     ]  # fmt: skip

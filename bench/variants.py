@@ -13,6 +13,9 @@ limits the request and whether the response cache is used:
 ``fastapi_limiter`` baseline + fastapi-limiter 0.2.0 (pyrate-limiter ``RedisBucket``, async)
 ``naive``        baseline + the tutorial ``@app.middleware("http")`` INCR-then-EXPIRE limiter
 ``starlette``    a bare Starlette route returning the same bytes (the framework ceiling)
+``memory``       a plain FastAPI route, ``response_model=MoviePage``, returning the same page
+                 held in memory (validated and serialised per request): the report's 1.00
+``memory_slowapi``, ``memory_fastapi_limiter``  those two libraries guarding ``memory``
 =============== ====================================================================
 
 Every limiter gets a limit no benchmark can reach, so no request is refused: the point is the
@@ -37,6 +40,7 @@ from app import repository
 from app.config import Settings
 from app.db import create_engine, session_factory
 from app.main import create_app
+from app.models import MoviePage
 from app.ratelimit import RateLimitMiddleware
 from app.routes import movies
 
@@ -178,30 +182,30 @@ def full() -> FastAPI:
 # --- third-party limiters on the same endpoint ---------------------------------------------
 
 
-def slowapi() -> FastAPI:
-    """Variant 4a: slowapi's documented Redis set-up, with its rate-limit headers on."""
+def _slowapi_limiter(app: FastAPI) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """slowapi's documented Redis set-up (headers on) installed on ``app``; returns the
+    decorator that limits one endpoint."""
     from slowapi import Limiter, _rate_limit_exceeded_handler
     from slowapi.errors import RateLimitExceeded
     from slowapi.util import get_remote_address
 
-    app = baseline()
     limiter_ = Limiter(key_func=get_remote_address, storage_uri=redis_url(), headers_enabled=True)
     app.state.limiter = limiter_
     app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
-    _override_list_route(
-        app, limiter_.limit(f"{LIBRARY_LIMIT_PER_MINUTE}/minute")(movies.list_movies)
+    decorator: Callable[[Callable[..., Any]], Callable[..., Any]] = limiter_.limit(
+        f"{LIBRARY_LIMIT_PER_MINUTE}/minute"
     )
-    return app
+    return decorator
 
 
-def fastapi_limiter() -> FastAPI:
-    """Variant 4b: fastapi-limiter 0.2.0's ``RateLimiter`` dependency over a pyrate-limiter
-    ``RedisBucket`` on an asyncio Redis client (0.2.0 dropped ``FastAPILimiter.init``)."""
+def _fastapi_limiter_dependency(app: FastAPI) -> Any:
+    """fastapi-limiter 0.2.0's ``RateLimiter`` dependency over a pyrate-limiter ``RedisBucket``
+    on an asyncio Redis client (0.2.0 dropped ``FastAPILimiter.init``), connected in ``app``'s
+    lifespan; returns ``Depends(...)`` of it."""
     from fastapi_limiter.depends import RateLimiter
     from pyrate_limiter import Duration, Limiter, Rate, RedisBucket
     from redis.asyncio import ConnectionPool, Redis
 
-    app = baseline()
     # The dependency must exist when the route is declared; its async bucket needs a running
     # loop, so it is filled in at start-up.
     dependency = RateLimiter(limiter=None)  # type: ignore[arg-type]
@@ -219,7 +223,20 @@ def fastapi_limiter() -> FastAPI:
             await redis.aclose()
 
     _add_startup(app, connect)
-    _override_list_route(app, movies.list_movies, dependencies=[Depends(dependency)])
+    return Depends(dependency)
+
+
+def slowapi() -> FastAPI:
+    """Variant 4a: slowapi's documented Redis set-up, with its rate-limit headers on."""
+    app = baseline()
+    _override_list_route(app, _slowapi_limiter(app)(movies.list_movies))
+    return app
+
+
+def fastapi_limiter() -> FastAPI:
+    """Variant 4b: fastapi-limiter 0.2.0 on the product's un-cached route."""
+    app = baseline()
+    _override_list_route(app, movies.list_movies, dependencies=[_fastapi_limiter_dependency(app)])
     flatten_routes(app)
     return app
 
@@ -285,6 +302,53 @@ def starlette() -> Starlette:
     return Starlette(routes=[Route("/movies", list_movies)], lifespan=lifespan)
 
 
+# --- the in-memory FastAPI route (the report's baseline) ------------------------------------
+
+
+def _memory_app(guard: str | None = None) -> FastAPI:
+    """A plain FastAPI app: ``GET /movies`` declared with ``response_model=MoviePage`` returns
+    the page built once at start-up from the database, so FastAPI validates and serialises it
+    on every request. ``guard``: ``"slowapi"`` or ``"fastapi_limiter"`` on that route."""
+    state: dict[str, MoviePage] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state["page"] = MoviePage.model_validate_json(await load_page(database_url()))
+        yield
+
+    app = FastAPI(lifespan=lifespan)
+
+    # slowapi with headers on needs the ``response`` parameter when an endpoint returns a model.
+    async def list_movies(request: Request, response: Response) -> MoviePage:
+        return state["page"]
+
+    endpoint: Callable[..., Any] = list_movies
+    dependencies = None
+    if guard == "slowapi":
+        endpoint = _slowapi_limiter(app)(list_movies)
+    elif guard == "fastapi_limiter":
+        dependencies = [_fastapi_limiter_dependency(app)]
+    app.add_api_route(
+        "/movies", endpoint, methods=["GET"], response_model=MoviePage, dependencies=dependencies
+    )
+    return app
+
+
+def memory() -> FastAPI:
+    """The baseline (1.00): FastAPI serving the 50-film page from memory."""
+    return _memory_app()
+
+
+def memory_slowapi() -> FastAPI:
+    """slowapi (headers on) guarding the in-memory route."""
+    return _memory_app("slowapi")
+
+
+def memory_fastapi_limiter() -> FastAPI:
+    """fastapi-limiter 0.2.0 guarding the in-memory route."""
+    return _memory_app("fastapi_limiter")
+
+
 #: Factory name -> factory, in the order variants are measured and reported.
 FACTORIES: dict[str, Callable[[], Any]] = {
     "baseline": baseline,
@@ -294,4 +358,7 @@ FACTORIES: dict[str, Callable[[], Any]] = {
     "fastapi_limiter": fastapi_limiter,
     "naive": naive,
     "starlette": starlette,
+    "memory": memory,
+    "memory_slowapi": memory_slowapi,
+    "memory_fastapi_limiter": memory_fastapi_limiter,
 }
