@@ -83,7 +83,8 @@ class MovieRow(Base):
     title: Mapped[str] = mapped_column(String(200), index=True)
     year: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # No onupdate: the aggregate and upgrade UPDATEs must not touch it; a replace sets it.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # server_default: ALTER TABLE ... ADD COLUMN of an upgrade needs one for NOT NULL.
     genres: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     rating_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

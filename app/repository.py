@@ -12,15 +12,15 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
-    String,
+    Text,
     bindparam,
+    cast,
     delete,
     exists,
     func,
     insert,
     select,
     true,
-    type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -48,7 +48,8 @@ _MOVIE_COLUMNS = (
     _MOVIES.c.id,
     _MOVIES.c.title,
     _MOVIES.c.year,
-    type_coerce(_MOVIES.c.genres, String).label("genres"),
+    # CAST, not a Python-side coercion: PostgreSQL drivers would otherwise parse the JSON.
+    cast(_MOVIES.c.genres, Text).label("genres"),
     _MOVIES.c.rating_sum,
     _MOVIES.c.rating_count,
     _MOVIES.c.created_at,

@@ -265,12 +265,19 @@ async def test_schema_upgrade_fills_the_new_columns_of_an_older_database_once(
     tmp_path: Path,
 ) -> None:
     """A version-1 database gets genres and rating aggregates backfilled and version 2
-    recorded, keeping every row; a second start changes nothing (not even a value
+    recorded, keeping every row and timestamp; a second start changes nothing (not even a value
     edited since, so the backfill runs exactly once)."""
     url = _version_1_database(tmp_path / "v1.db")
     engine = create_engine(url)
     await create_schema(engine)
     assert await _movies_and_version(url) == (UPGRADED, str(SCHEMA_VERSION))
+    async with engine.connect() as conn:
+        stamps = (await conn.execute(text("SELECT updated_at FROM movies ORDER BY id"))).all()
+    assert [stamp for (stamp,) in stamps] == [
+        "2025-01-02 00:00:00.000000",
+        "2025-01-01 00:00:00.000000",
+        "2025-01-01 00:00:00.000000",
+    ]
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE movies SET rating_count = 99 WHERE id = 3"))
     await create_schema(engine)

@@ -179,7 +179,8 @@ async def _stored(engine: AsyncEngine, movie_id: int) -> tuple[list[str], int, f
 
 
 async def test_every_write_keeps_the_stored_genres_and_aggregates(engine: AsyncEngine) -> None:
-    """Create, rate, re-rate (replaces), replace genres, delete: the movies row follows."""
+    """Create, rate, re-rate (replaces), replace genres, delete: the movies row follows;
+    ratings leave updated_at alone."""
     async with session_factory(engine)() as session:
         created = await repository.create_movie(
             session, MovieIn(title="Heat", year=1995, genres=["Crime", "Drama"])
@@ -191,6 +192,9 @@ async def test_every_write_keeps_the_stored_genres_and_aggregates(engine: AsyncE
         assert await _stored(engine, movie_id) == (["Crime", "Drama"], 2, 5.5)
         await repository.rate_movie(session, movie_id, RatingIn(user_id=1, score=4.5))
         assert await _stored(engine, movie_id) == (["Crime", "Drama"], 2, 8.0)
+        rated = await repository.get_movie(session, movie_id)
+        assert rated is not None
+        assert rated.updated_at == created.updated_at  # a rating is no edit of the film
         replaced = await repository.replace_movie(
             session, movie_id, MovieIn(title="Ronin", year=1998, genres=["Thriller"])
         )
