@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,15 +15,32 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Update,
+    bindparam,
     event,
+    func,
     inspect,
+    select,
+    update,
 )
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import CreateColumn
 from sqlalchemy.types import TypeDecorator
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+#: The shape of the tables, recorded in ``app_meta``. 2: ``movies`` carries its genres (JSON)
+#: and its rating aggregates (count and sum), so a page needs neither a join nor a GROUP BY.
+SCHEMA_VERSION = 2
+SCHEMA_VERSION_KEY = "schema_version"
+#: Films per statement when aggregates are recomputed for a list of ids (SQLite's variable limit).
+_REFRESH_BATCH = 500
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -52,7 +70,12 @@ class Base(DeclarativeBase):
 
 
 class MovieRow(Base):
-    """A film of the catalog."""
+    """A film of the catalog, with its genres and rating aggregates denormalised for reads.
+
+    ``genres`` (display names in order) mirrors ``movie_genres``, which the genre filter
+    queries; ``rating_count``/``rating_sum`` mirror ``ratings``. Every write path keeps
+    them in step in its own transaction (see app.repository and refresh_rating_aggregates).
+    """
 
     __tablename__ = "movies"
 
@@ -60,10 +83,12 @@ class MovieRow(Base):
     title: Mapped[str] = mapped_column(String(200), index=True)
     year: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
-    genres: Mapped[list[GenreRow]] = relationship(
-        cascade="all, delete-orphan", lazy="selectin", order_by="GenreRow.position"
-    )
+    # No onupdate: the aggregate and upgrade UPDATEs must not touch it; a replace sets it.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # server_default: ALTER TABLE ... ADD COLUMN of an upgrade needs one for NOT NULL.
+    genres: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    rating_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rating_sum: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class GenreRow(Base):
@@ -114,6 +139,11 @@ class RecommendationRow(Base):
     computed_ms: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+_MOVIES = Base.metadata.tables[MovieRow.__tablename__]
+_RATINGS = Base.metadata.tables[RatingRow.__tablename__]
+_META = Base.metadata.tables[MetaRow.__tablename__]
+
+
 def create_engine(database_url: str) -> AsyncEngine:
     """An async engine; for SQLite: WAL, a busy timeout and enforced foreign keys."""
     url = make_url(database_url)
@@ -145,24 +175,108 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables: idempotent, and safe when the API and worker start together.
+    """Create missing tables and upgrade older ones: idempotent, and safe when the API and
+    worker start together.
 
-    When every table exists this only reads, so it never waits for another process's
-    write transaction. Otherwise, on SQLite, the check-then-create of every table runs
-    inside one ``BEGIN IMMEDIATE`` transaction, so processes starting together take
-    turns (``busy_timeout`` makes the others wait) instead of racing table by table:
-    the sqlite3 module would autocommit each ``CREATE TABLE``, and a second process
-    could see some of the first one's tables and not others.
+    When every table exists at the current ``SCHEMA_VERSION`` this only reads, so it never
+    waits for another process's write transaction. Otherwise, on SQLite, the whole
+    check-create-upgrade runs inside one ``BEGIN IMMEDIATE`` transaction, so processes
+    starting together take turns (``busy_timeout`` makes the others wait) instead of racing
+    table by table: the sqlite3 module would autocommit each ``CREATE TABLE``, and a second
+    process could see some of the first one's tables and not others. The one that gets the
+    lock second finds the version recorded and changes nothing. (PostgreSQL runs DDL in the
+    transaction; concurrent starters there are the PostgreSQL issue's to serialise.)
     """
     async with engine.connect() as conn:
-        if await conn.run_sync(_schema_is_complete):
+        if await conn.run_sync(_schema_is_current):
             return
         await conn.rollback()
         if engine.dialect.name == "sqlite":
             await conn.exec_driver_sql("BEGIN IMMEDIATE")
-        await conn.run_sync(Base.metadata.create_all)
+        await conn.run_sync(_create_or_upgrade)
         await conn.commit()
 
 
-def _schema_is_complete(sync_conn: Connection) -> bool:
-    return set(Base.metadata.tables) <= set(inspect(sync_conn).get_table_names())
+def _schema_is_current(sync_conn: Connection) -> bool:
+    if not set(Base.metadata.tables) <= set(inspect(sync_conn).get_table_names()):
+        return False
+    return _recorded_version(sync_conn) >= SCHEMA_VERSION
+
+
+def _recorded_version(sync_conn: Connection) -> int:
+    table = _META
+    value = sync_conn.execute(
+        select(table.c.value).where(table.c.key == SCHEMA_VERSION_KEY)
+    ).scalar_one_or_none()
+    return int(value) if value is not None else 1
+
+
+def _create_or_upgrade(sync_conn: Connection) -> None:
+    """Inside the schema transaction: create missing tables, add missing columns, backfill."""
+    existing = set(inspect(sync_conn).get_table_names())
+    had_movies = "movies" in existing
+    Base.metadata.create_all(sync_conn)
+    if had_movies and _recorded_version(sync_conn) < SCHEMA_VERSION:
+        _upgrade_movies(sync_conn)
+    _record_version(sync_conn)
+
+
+def _upgrade_movies(sync_conn: Connection) -> None:
+    """Version 1 -> 2: add genres and the rating aggregates to ``movies`` and fill them."""
+    table = _MOVIES
+    present = {column["name"] for column in inspect(sync_conn).get_columns("movies")}
+    for name in ("genres", "rating_count", "rating_sum"):
+        if name not in present:
+            spec = CreateColumn(table.c[name]).compile(dialect=sync_conn.dialect)
+            sync_conn.exec_driver_sql(f"ALTER TABLE movies ADD COLUMN {spec}")
+    genres: dict[int, list[str]] = {}
+    rows = sync_conn.execute(
+        select(GenreRow.movie_id, GenreRow.genre).order_by(GenreRow.movie_id, GenreRow.position)
+    )
+    for movie_id, genre in rows:
+        genres.setdefault(movie_id, []).append(genre)
+    if genres:
+        sync_conn.execute(
+            update(table).where(table.c.id == bindparam("movie_id")),
+            [{"movie_id": movie_id, "genres": names} for movie_id, names in genres.items()],
+        )
+    sync_conn.execute(rating_aggregates_statement())
+
+
+def _record_version(sync_conn: Connection) -> None:
+    table = _META
+    if _recorded_version(sync_conn) >= SCHEMA_VERSION:
+        return  # never lower a newer version's number
+    sync_conn.execute(table.delete().where(table.c.key == SCHEMA_VERSION_KEY))
+    sync_conn.execute(table.insert().values(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
+
+
+def rating_aggregates_statement() -> Update:
+    """``UPDATE movies`` recomputing both aggregates from ``ratings`` (correlated subqueries)."""
+    movies = _MOVIES
+    ratings = _RATINGS
+    of_film = ratings.c.movie_id == movies.c.id
+    return update(movies).values(
+        rating_count=select(func.count()).where(of_film).scalar_subquery(),
+        rating_sum=select(func.coalesce(func.sum(ratings.c.score), 0.0))
+        .where(of_film)
+        .scalar_subquery(),
+    )
+
+
+async def refresh_rating_aggregates(
+    conn: AsyncConnection, movie_ids: Sequence[int] | None = None
+) -> None:
+    """Recompute ``rating_count``/``rating_sum`` from ``ratings`` (None: every film).
+
+    Call it in the transaction that bulk-inserts ratings (seeding, benchmarks), so readers
+    never see ratings without their aggregates.
+    """
+    statement = rating_aggregates_statement()
+    if movie_ids is None:
+        await conn.execute(statement)
+        return
+    ids = sorted(set(movie_ids))
+    for start in range(0, len(ids), _REFRESH_BATCH):
+        batch = ids[start : start + _REFRESH_BATCH]
+        await conn.execute(statement.where(_MOVIES.c.id.in_(batch)))

@@ -1,107 +1,218 @@
-"""Catalog and ratings persistence: async SQLAlchemy queries, returning API models."""
+"""Catalog and ratings persistence: async SQLAlchemy queries, returning API models or, on the
+read path, their JSON bytes straight from selected columns."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, select
+from pydantic_core import from_json, to_json
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import GenreRow, MovieRow, RatingRow, RecommendationRow, utcnow
+from app.db import (
+    Base,
+    GenreRow,
+    MovieRow,
+    RatingRow,
+    RecommendationRow,
+    rating_aggregates_statement,
+    utcnow,
+)
 from app.models import Movie, MovieIn, MoviePage, Rating, RatingIn, RecommendedMovie
 
+_MOVIES = Base.metadata.tables[MovieRow.__tablename__]
+_GENRES = Base.metadata.tables[GenreRow.__tablename__]
 
-def _genre_rows(genres: Sequence[str]) -> list[GenreRow]:
+#: The columns a film is read with, in ``Movie``'s field order: plain Core columns of the
+#: table (no ORM entities on the read path). ``genres`` comes as its stored JSON text,
+#: parsed by pydantic_core rather than the json module.
+_MOVIE_COLUMNS = (
+    _MOVIES.c.id,
+    _MOVIES.c.title,
+    _MOVIES.c.year,
+    # CAST, not a Python-side coercion: PostgreSQL drivers would otherwise parse the JSON.
+    cast(_MOVIES.c.genres, Text).label("genres"),
+    _MOVIES.c.rating_sum,
+    _MOVIES.c.rating_count,
+    _MOVIES.c.created_at,
+    _MOVIES.c.updated_at,
+)
+
+
+_REFRESH_ONE = rating_aggregates_statement()
+
+
+@dataclass(frozen=True, slots=True)
+class JsonPage:
+    """A page of films as the API's ``MoviePage`` JSON, and the ids of its films in order."""
+
+    body: bytes
+    movie_ids: tuple[int, ...]
+
+
+def _genre_rows(movie_id: int, genres: Sequence[str]) -> list[dict[str, Any]]:
     return [
-        GenreRow(genre=genre, genre_key=genre.casefold(), position=position)
+        {"movie_id": movie_id, "genre": genre, "genre_key": genre.casefold(), "position": position}
         for position, genre in enumerate(genres)
     ]
 
 
-def _to_movie(row: MovieRow, stats: tuple[float | None, int]) -> Movie:
-    average, count = stats
-    return Movie(
-        id=row.id,
-        title=row.title,
-        year=row.year,
-        genres=[genre.genre for genre in row.genres],
-        rating_average=round(average, 2) if average is not None else None,
-        rating_count=count,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+def _average(rating_sum: float, rating_count: int) -> float | None:
+    return round(rating_sum / rating_count, 2) if rating_count else None
+
+
+def _movie_dict(row: Sequence[Any]) -> dict[str, Any]:
+    """One selected film row as ``Movie``'s fields, in its order (so the JSON matches)."""
+    movie_id, title, year, genres, rating_sum, rating_count, created_at, updated_at = row
+    return {
+        "id": movie_id,
+        "title": title,
+        "year": year,
+        "genres": from_json(genres),
+        "rating_average": _average(rating_sum, rating_count),
+        "rating_count": rating_count,
+        "created_at": created_at,
+        "updated_at": updated_at,
+    }
+
+
+def _page_statement(*, filtered: bool) -> Select[Any]:
+    """One statement for a page: the filter's total LEFT JOIN the page's films.
+
+    The one-row total on the left keeps a row (films' columns NULL) when the page is empty,
+    so an offset past the end still reports the total. Portable SQL: no dialect functions.
+    Built once per shape; limit, offset and genre are bound parameters.
+    """
+    where: list[ColumnElement[bool]] = []
+    if filtered:
+        of_genre = select(_GENRES.c.movie_id).where(_GENRES.c.genre_key == bindparam("genre_key"))
+        where.append(_MOVIES.c.id.in_(of_genre))
+    total = select(func.count().label("total")).select_from(_MOVIES).where(*where).subquery()
+    page = (
+        select(*_MOVIE_COLUMNS)
+        .where(*where)
+        .order_by(_MOVIES.c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+        .subquery()
+    )
+    return (
+        select(total.c.total, *page.c)
+        .select_from(total.outerjoin(page, true()))
+        .order_by(page.c.id)
     )
 
 
-async def _rating_stats(
-    session: AsyncSession, movie_ids: Sequence[int]
-) -> dict[int, tuple[float | None, int]]:
-    if not movie_ids:
-        return {}
-    rows = await session.execute(
-        select(RatingRow.movie_id, func.avg(RatingRow.score), func.count())
-        .where(RatingRow.movie_id.in_(movie_ids))
-        .group_by(RatingRow.movie_id)
-    )
-    return {movie_id: (avg, count) for movie_id, avg, count in rows}
+_PAGE = _page_statement(filtered=False)
+_PAGE_OF_GENRE = _page_statement(filtered=True)
+_ONE_MOVIE = select(*_MOVIE_COLUMNS).where(_MOVIES.c.id == bindparam("movie_id"))
 
 
-def _filtered(statement: Select[Any], genre: str | None) -> Select[Any]:
-    if genre is None:
-        return statement
-    return statement.where(
-        MovieRow.id.in_(select(GenreRow.movie_id).where(GenreRow.genre_key == genre.casefold()))
-    )
+async def page_json(
+    session: AsyncSession, *, limit: int, offset: int, genre: str | None
+) -> JsonPage:
+    """One page of films ordered by id, with the filter's total, as ``MoviePage`` JSON bytes.
+
+    One SQL statement, no ORM objects, encoded once (pydantic_core encodes exactly as the
+    models' ``model_dump_json`` does).
+    """
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if genre is not None:
+        params["genre_key"] = genre.casefold()
+    conn = await session.connection()
+    rows = (await conn.execute(_PAGE if genre is None else _PAGE_OF_GENRE, params)).all()
+    total = rows[0][0] if rows else 0
+    items = [_movie_dict(row[1:]) for row in rows if row[1] is not None]
+    body = to_json({"items": items, "total": total, "limit": limit, "offset": offset})
+    return JsonPage(body=body, movie_ids=tuple(item["id"] for item in items))
+
+
+async def movie_json(session: AsyncSession, movie_id: int) -> bytes | None:
+    """One film as ``Movie`` JSON bytes (one statement), or None."""
+    conn = await session.connection()
+    row = (await conn.execute(_ONE_MOVIE, {"movie_id": movie_id})).first()
+    return None if row is None else to_json(_movie_dict(row))
 
 
 async def list_movies(
     session: AsyncSession, *, limit: int, offset: int, genre: str | None
 ) -> MoviePage:
     """One page of films ordered by id, with the total count for the filter."""
-    total = await session.scalar(_filtered(select(func.count(MovieRow.id)), genre))
-    rows = (
-        await session.scalars(
-            _filtered(select(MovieRow), genre).order_by(MovieRow.id).limit(limit).offset(offset)
-        )
-    ).all()
-    stats = await _rating_stats(session, [row.id for row in rows])
-    items = [_to_movie(row, stats.get(row.id, (None, 0))) for row in rows]
-    return MoviePage(items=items, total=total or 0, limit=limit, offset=offset)
+    page = await page_json(session, limit=limit, offset=offset, genre=genre)
+    return MoviePage.model_validate_json(page.body)
 
 
 async def get_movie(session: AsyncSession, movie_id: int) -> Movie | None:
     """One film, or None."""
-    row = await session.get(MovieRow, movie_id)
-    if row is None:
-        return None
-    stats = await _rating_stats(session, [movie_id])
-    return _to_movie(row, stats.get(movie_id, (None, 0)))
+    body = await movie_json(session, movie_id)
+    return None if body is None else Movie.model_validate_json(body)
 
 
 async def create_movie(session: AsyncSession, data: MovieIn) -> Movie:
-    """Insert a film and commit."""
-    row = MovieRow(title=data.title, year=data.year, genres=_genre_rows(data.genres))
-    session.add(row)
+    """Insert a film (and its genre rows) and commit."""
+    now = utcnow()
+    movie_id = await session.scalar(
+        insert(MovieRow)
+        .values(
+            title=data.title, year=data.year, genres=data.genres, created_at=now, updated_at=now
+        )
+        .returning(MovieRow.id)
+    )
+    assert movie_id is not None  # INSERT ... RETURNING always returns the new row
+    if data.genres:
+        await session.execute(insert(GenreRow), _genre_rows(movie_id, data.genres))
     await session.commit()
-    return _to_movie(row, (None, 0))
+    return Movie(
+        id=movie_id,
+        title=data.title,
+        year=data.year,
+        genres=data.genres,
+        rating_average=None,
+        rating_count=0,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 async def replace_movie(session: AsyncSession, movie_id: int, data: MovieIn) -> Movie | None:
-    """Replace every field of a film and commit; None if it does not exist."""
-    row = await session.get(MovieRow, movie_id)
+    """Replace every field of a film and commit; None if it does not exist.
+
+    The UPDATE comes first, so the transaction starts with a write (see ``rate_movie``).
+    """
+    row = (
+        await session.execute(
+            update(MovieRow)
+            .where(MovieRow.id == movie_id)
+            .values(title=data.title, year=data.year, genres=data.genres, updated_at=utcnow())
+            .returning(*_MOVIE_COLUMNS)
+        )
+    ).first()
     if row is None:
+        await session.rollback()
         return None
-    row.title = data.title
-    row.year = data.year
-    row.genres.clear()
-    await session.flush()
-    row.genres.extend(_genre_rows(data.genres))
-    row.updated_at = utcnow()
+    await session.execute(delete(GenreRow).where(GenreRow.movie_id == movie_id))
+    if data.genres:
+        await session.execute(insert(GenreRow), _genre_rows(movie_id, data.genres))
     await session.commit()
-    stats = await _rating_stats(session, [movie_id])
-    return _to_movie(row, stats.get(movie_id, (None, 0)))
+    return Movie(**_movie_dict(row))
 
 
 async def delete_movie(session: AsyncSession, movie_id: int) -> bool:
@@ -112,25 +223,42 @@ async def delete_movie(session: AsyncSession, movie_id: int) -> bool:
 
 
 async def rate_movie(session: AsyncSession, movie_id: int, data: RatingIn) -> Rating | None:
-    """Upsert a user's score for a film; None if the film does not exist."""
-    if await session.get(MovieRow, movie_id) is None:
-        return None
+    """Upsert a user's score for a film and update the film's aggregates, in one transaction;
+    None if the film does not exist.
+
+    SQLite: the upsert is the transaction's first statement, so it takes the write lock at
+    once (``busy_timeout`` waits for it); a transaction that read first could fail to upgrade
+    its snapshot (SQLITE_BUSY_SNAPSHOT, which no timeout retries) when another rater commits
+    in between. A missing film fails the foreign key. The recompute then sees every
+    committed rating, since writers are serialised.
+    PostgreSQL (exercised when the PostgreSQL issue lands): the film row is locked first, so
+    concurrent raters of one film take turns and each recompute, a new READ COMMITTED
+    snapshot taken after the lock, sees the ratings committed before it.
+    """
     now = utcnow()
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    if dialect == "postgresql":
+        locked = await session.scalar(
+            select(MovieRow.id).where(MovieRow.id == movie_id).with_for_update()
+        )
+        if locked is None:
+            await session.rollback()
+            return None
+    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     values = {"user_id": data.user_id, "movie_id": movie_id, "score": data.score, "rated_at": now}
-    statement = insert(RatingRow).values(**values)
+    statement = upsert(RatingRow).values(**values)
     statement = statement.on_conflict_do_update(
         index_elements=[RatingRow.user_id, RatingRow.movie_id],
         set_={"score": data.score, "rated_at": now},
     )
     try:
         await session.execute(statement)
-        await session.commit()
     except IntegrityError:
-        # The film was deleted between the check and the insert (foreign key).
+        # No such film (never was, or deleted meanwhile): the foreign key.
         await session.rollback()
         return None
+    await session.execute(_REFRESH_ONE.where(MovieRow.id == movie_id))
+    await session.commit()
     return Rating(movie_id=movie_id, user_id=data.user_id, score=data.score, rated_at=now)
 
 

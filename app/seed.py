@@ -29,6 +29,7 @@ from app.db import (
     RatingRow,
     create_engine,
     create_schema,
+    refresh_rating_aggregates,
     session_factory,
     utcnow,
 )
@@ -193,21 +194,21 @@ async def seed_demo_catalog(engine: AsyncEngine, *, with_ratings: bool = True) -
         now = utcnow()
         session.add(MetaRow(key=SEEDED_MARKER, value=now.isoformat()))
         movies = [
-            MovieRow(
-                title=title,
-                year=year,
-                genres=[
-                    GenreRow(genre=genre, genre_key=genre.casefold(), position=position)
-                    for position, genre in enumerate(genres)
-                ],
-            )
-            for title, year, genres in FILMS
+            MovieRow(title=title, year=year, genres=list(genres)) for title, year, genres in FILMS
         ]
         session.add_all(movies)
         ratings: list[dict[str, Any]] = []
         try:
+            await session.flush()  # assigns the films' ids
+            await session.execute(
+                insert(GenreRow),
+                [
+                    {"movie_id": movie.id, "genre": g, "genre_key": g.casefold(), "position": i}
+                    for movie in movies
+                    for i, g in enumerate(movie.genres)
+                ],
+            )
             if with_ratings:
-                await session.flush()  # assigns the films' ids
                 ratings = demo_ratings(
                     [
                         (movie.id, genres)
@@ -217,6 +218,9 @@ async def seed_demo_catalog(engine: AsyncEngine, *, with_ratings: bool = True) -
                 )
                 # Core, not the ORM bulk insert: less work per row for thousands of rows.
                 await session.execute(insert(_RATINGS_TABLE), ratings)
+                await refresh_rating_aggregates(
+                    await session.connection(), [movie.id for movie in movies]
+                )
             await session.commit()
         except (IntegrityError, OperationalError):
             await session.rollback()
@@ -262,6 +266,7 @@ async def load_generated(
                     "id": movie_id,
                     "title": f"Generated Film {movie_id}",
                     "year": rng.randint(1930, 2025),
+                    "genres": list(genres),
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -303,6 +308,7 @@ async def load_generated(
         ]
         for start in range(0, len(rating_rows), _BATCH):
             await conn.execute(insert(RatingRow), rating_rows[start : start + _BATCH])
+        await refresh_rating_aggregates(conn, ids)
     return movies, len(rating_rows)
 
 

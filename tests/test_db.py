@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from app.db import RatingRow, create_engine, create_schema, utcnow
+from app.db import SCHEMA_VERSION, Base, MovieRow, RatingRow, create_engine, create_schema, utcnow
 from app.seed import DEMO_USERS, FILMS, demo_ratings, load_generated, seed_demo_catalog
 
 WRITER = """
@@ -196,3 +197,128 @@ async def test_seeding_leaves_a_database_that_holds_films_alone(tmp_path: Path) 
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT COUNT(*) FROM ratings"))).scalar_one() == 0
     await engine.dispose()
+
+
+# The tables as version 1 (before the denormalised columns) created them, from its models.
+VERSION_1_DDL = """
+CREATE TABLE app_meta (
+    "key" VARCHAR(60) NOT NULL, value VARCHAR(200) NOT NULL, PRIMARY KEY ("key"));
+CREATE TABLE movies (
+    id INTEGER NOT NULL, title VARCHAR(200) NOT NULL, year INTEGER NOT NULL,
+    created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL, PRIMARY KEY (id));
+CREATE INDEX ix_movies_title ON movies (title);
+CREATE TABLE recommendations (
+    user_id INTEGER NOT NULL, strategy VARCHAR(40) NOT NULL, items JSON NOT NULL,
+    generated_at DATETIME NOT NULL, computed_ms FLOAT NOT NULL, PRIMARY KEY (user_id));
+CREATE TABLE movie_genres (
+    movie_id INTEGER NOT NULL, genre VARCHAR(40) NOT NULL, genre_key VARCHAR(40) NOT NULL,
+    position INTEGER NOT NULL, PRIMARY KEY (movie_id, genre),
+    FOREIGN KEY(movie_id) REFERENCES movies (id) ON DELETE CASCADE);
+CREATE INDEX ix_movie_genres_genre_key ON movie_genres (genre_key);
+CREATE TABLE ratings (
+    user_id INTEGER NOT NULL, movie_id INTEGER NOT NULL, score FLOAT NOT NULL,
+    rated_at DATETIME NOT NULL, PRIMARY KEY (user_id, movie_id),
+    FOREIGN KEY(movie_id) REFERENCES movies (id) ON DELETE CASCADE);
+CREATE INDEX ix_ratings_movie ON ratings (movie_id);
+CREATE INDEX ix_ratings_rated_at ON ratings (rated_at);
+INSERT INTO app_meta VALUES ('demo_catalog_seeded_at', '2025-01-01T00:00:00+00:00');
+INSERT INTO movies VALUES
+    (1, 'Heat', 1995, '2025-01-01 00:00:00.000000', '2025-01-02 00:00:00.000000'),
+    (2, 'Alien', 1979, '2025-01-01 00:00:00.000000', '2025-01-01 00:00:00.000000'),
+    (3, 'Bare', 2000, '2025-01-01 00:00:00.000000', '2025-01-01 00:00:00.000000');
+INSERT INTO movie_genres VALUES
+    (1, 'Drama', 'drama', 1), (1, 'Crime', 'crime', 0), (2, 'Sci-Fi', 'sci-fi', 1),
+    (2, 'Horror', 'horror', 0);
+INSERT INTO ratings VALUES
+    (1, 1, 4.5, '2025-01-03 00:00:00.000000'), (2, 1, 3.0, '2025-01-03 00:00:00.000000'),
+    (3, 1, 2.5, '2025-01-03 00:00:00.000000'), (1, 2, 5.0, '2025-01-03 00:00:00.000000');
+"""
+UPGRADED = {
+    1: (["Crime", "Drama"], 3, 10.0),
+    2: (["Horror", "Sci-Fi"], 1, 5.0),
+    3: ([], 0, 0.0),
+}
+
+
+def _version_1_database(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        conn.executescript(VERSION_1_DDL)
+    conn.close()
+    return f"sqlite+aiosqlite:///{path}"
+
+
+async def _movies_and_version(url: str) -> tuple[dict[int, tuple[list[str], int, float]], str]:
+    engine = create_engine(url)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(MovieRow.id, MovieRow.genres, MovieRow.rating_count, MovieRow.rating_sum)
+        )
+        movies = {movie_id: (genres, count, total) for movie_id, genres, count, total in rows}
+        version = (
+            await conn.execute(text("SELECT value FROM app_meta WHERE key = 'schema_version'"))
+        ).scalar_one()
+    await engine.dispose()
+    return movies, version
+
+
+async def test_schema_upgrade_fills_the_new_columns_of_an_older_database_once(
+    tmp_path: Path,
+) -> None:
+    """A version-1 database gets genres and rating aggregates backfilled and version 2
+    recorded, keeping every row and timestamp; a second start changes nothing (not even a value
+    edited since, so the backfill runs exactly once)."""
+    url = _version_1_database(tmp_path / "v1.db")
+    engine = create_engine(url)
+    await create_schema(engine)
+    assert await _movies_and_version(url) == (UPGRADED, str(SCHEMA_VERSION))
+    async with engine.connect() as conn:
+        stamps = (await conn.execute(text("SELECT updated_at FROM movies ORDER BY id"))).all()
+    assert [stamp for (stamp,) in stamps] == [
+        "2025-01-02 00:00:00.000000",
+        "2025-01-01 00:00:00.000000",
+        "2025-01-01 00:00:00.000000",
+    ]
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE movies SET rating_count = 99 WHERE id = 3"))
+    await create_schema(engine)
+    movies, _ = await _movies_and_version(url)
+    assert movies[3] == ([], 99, 0.0)
+    async with engine.connect() as conn:
+        counts = [
+            (
+                await conn.execute(select(func.count()).select_from(Base.metadata.tables[name]))
+            ).scalar_one()
+            for name in ("movies", "movie_genres", "ratings", "app_meta")
+        ]
+    await engine.dispose()
+    assert counts == [3, 4, 4, 2]
+
+
+async def test_schema_upgrade_is_safe_from_several_processes_at_once(tmp_path: Path) -> None:
+    """API, worker and seeder starting together on a version-1 database: all succeed and
+    the upgrade happens once (a second ALTER TABLE ... ADD COLUMN would fail)."""
+    url = _version_1_database(tmp_path / "v1.db")
+    code = (
+        "import asyncio, sys; from app.db import create_engine, create_schema; "
+        "asyncio.run(create_schema(create_engine(sys.argv[1])))"
+    )
+    starters = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, url, stderr=asyncio.subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    results = [await starter.communicate() for starter in starters]
+    errors = [err.decode()[-300:] for _, err in results if err]
+    assert [starter.returncode for starter in starters] == [0] * 4, errors
+    assert await _movies_and_version(url) == (UPGRADED, str(SCHEMA_VERSION))
+
+
+async def test_schema_upgrade_from_two_engines_in_one_process_at_once(tmp_path: Path) -> None:
+    """Two create_schema calls racing on separate engines both return, upgrading once."""
+    url = _version_1_database(tmp_path / "v1.db")
+    engines = [create_engine(url), create_engine(url)]
+    await asyncio.gather(*(create_schema(engine) for engine in engines))
+    for engine in engines:
+        await engine.dispose()
+    assert await _movies_and_version(url) == (UPGRADED, str(SCHEMA_VERSION))
