@@ -24,7 +24,7 @@ from sqlalchemy import insert
 
 from app.config import Settings
 from app.constants import ARQ_IN_PROGRESS_KEY_PREFIX, HEALTH_CHECK_KEY, QUEUE_NAME
-from app.db import RatingRow, create_engine, utcnow
+from app.db import RatingRow, create_engine, refresh_rating_aggregates, utcnow
 from app.jobcodec import CODEC
 from app.jobs import JobState, describe_job, trigger_refresh
 from bench.procs import BenchError, Processes, clean_env, log_tail
@@ -67,6 +67,7 @@ async def add_ratings(database_url: str, users: int = RATING_USERS, seed: int = 
                 for movie in rng.sample(ids, min(len(ids), rng.randint(8, 25)))
             ]
             await conn.execute(insert(RatingRow), rows)
+            await refresh_rating_aggregates(conn, ids)  # the films' stored rating summaries
     finally:
         await engine.dispose()
     return len(rows)

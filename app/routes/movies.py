@@ -91,8 +91,8 @@ async def list_movies(
 
     async def load() -> Loaded:
         async with services.sessions() as session:
-            page = await repository.list_movies(session, limit=limit, offset=offset, genre=genre)
-        return Loaded(page.model_dump_json().encode(), tuple(movie.id for movie in page.items))
+            page = await repository.page_json(session, limit=limit, offset=offset, genre=genre)
+        return Loaded(page.body, page.movie_ids)
 
     cached = await services.cache.get_or_load(digest, load, front_snapshot(request.scope, digest))
     return _cached_response(request, cached)
@@ -108,10 +108,10 @@ async def read_movie(request: Request, services: ServicesDep, movie_id: MovieId)
 
     async def load() -> Loaded:
         async with services.sessions() as session:
-            movie = await repository.get_movie(session, movie_id)
-        if movie is None:
+            body = await repository.movie_json(session, movie_id)
+        if body is None:
             raise MovieNotFound(movie_id)
-        return Loaded(movie.model_dump_json().encode(), (movie_id,))
+        return Loaded(body, (movie_id,))
 
     digest = film_digest(movie_id)
     cached = await services.cache.get_or_load(digest, load, front_snapshot(request.scope, digest))
