@@ -29,8 +29,9 @@ class Services:
     cache: ResponseCache
 
 
-def get_services(request: Request) -> Services:
-    """The app's shared services."""
+async def get_services(request: Request) -> Services:
+    """The app's shared services (async: FastAPI runs a plain ``def`` dependency in its thread
+    pool, a thread hop per request for an attribute read)."""
     services: Services = request.app.state.services
     return services
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_core import to_json
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -297,3 +299,19 @@ async def test_refresh_rating_aggregates_recomputes_the_given_films_or_all(
     async with engine.begin() as conn:
         await refresh_rating_aggregates(conn)
     assert await aggregates() == right
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "2026-11-28 15:34:51.260000",
+        "2026-11-28 15:34:51.000000",
+        "2026-11-28 15:34:51.000005",
+        "2026-11-28 15:34:51",
+        "2026-11-28T15:34:51.5",  # not SQLAlchemy's format: parsed the slow way
+    ],
+)
+def test_a_stored_timestamp_is_written_as_pydantic_writes_the_datetime(stored: str) -> None:
+    """The string fast path gives the same JSON as the aware datetime would."""
+    expected = datetime.fromisoformat(stored).replace(tzinfo=UTC)
+    assert to_json(repository._timestamp(stored)) == to_json(expected)
