@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
 from movieops.runtime import Check
 
 DATABASE_FIX = (
@@ -18,6 +16,8 @@ DATABASE_FIX = (
 def sqlite_path(database_url: str, project_dir: Path) -> Path | None:
     """The SQLite file ``database_url`` names (relative paths from ``project_dir``), or None
     for another database or an in-memory one."""
+    from sqlalchemy.engine import make_url  # SQLAlchemy's URL parser; not for `status`
+
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None
@@ -36,6 +36,8 @@ def database_check(database_url: str, project_dir: Path) -> Check:
     made (no file in the way, writable), and the path is not itself a directory."""
     path = sqlite_path(database_url, project_dir)
     if path is None:
+        from sqlalchemy.engine import make_url
+
         return Check("database", True, f"{make_url(database_url).get_backend_name()}: not checked")
     if path.is_dir():
         return Check("database", False, f"database {path} is a directory", DATABASE_FIX)
