@@ -50,7 +50,7 @@ def engine_unreachable(environ: dict[str, str] | os._Environ[str] | None = None)
     """Why no Docker engine can answer (the docker CLI's own words), or None when one may."""
     env = os.environ if environ is None else environ
     if shutil.which("docker", path=env.get("PATH")) is None:
-        return None  # python-on-whales says what is missing (or finds its own client)
+        return "the docker command is not installed"
     path = unix_socket_path(env)
     if path is None:
         return None

