@@ -2,17 +2,19 @@
 
 Every command takes --json (one versioned envelope on stdout; progress and logs on stderr) and
 exits with a documented code (movieops.errors.ExitCode).
+
+Start-up cost matters here (`--help` and `status` answer at once): at module level this imports
+Typer and movieops' light modules only. Each command imports what it needs (the runtimes, Redis,
+HTTP, arq, Schemathesis, the renderers) inside its body; tests/test_architecture.py guards that.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from app.constants import JOB_ID_PATTERN, MAX_DB_ID
-from movieops import __version__, contract, jobs, ratelimits, render
 from movieops import options as opt
 from movieops.clikit import (
     SHOWN,
@@ -30,17 +32,11 @@ from movieops.clikit import (
     run,
     show_snapshots,
 )
-from movieops.doctor import run_checks
 from movieops.errors import NotRunning, PreflightFailed, Unhealthy, UsageError
-from movieops.probes import Probe, check_health
-from movieops.runtime import Check, ServiceState, UpOptions
-from movieops.runtime.selection import (
-    forget_runtime,
-    remember_runtime,
-)
-from movieops.stack import bring_up
-from movieops.status import attached_status
-from movieops.timeparse import parse_since
+
+if TYPE_CHECKING:
+    from movieops.probes import Probe
+    from movieops.runtime import Check, ServiceState
 
 cli = typer.Typer(
     name="movieops",
@@ -55,6 +51,8 @@ cli.add_typer(jobs_cli, name="jobs")
 
 def _version(value: bool) -> None:
     if value:
+        from movieops import __version__
+
         print(f"movieops {__version__}")
         raise typer.Exit()
 
@@ -101,6 +99,11 @@ def up(
         proxy = True
 
     def operation(app: App) -> Any:
+        from movieops import contract
+        from movieops.runtime import UpOptions
+        from movieops.runtime.selection import remember_runtime
+        from movieops.stack import bring_up
+
         # The contract run's rate-limit exemption secret, handed to the API at start.
         runtime = app.runtime(token=contract.ensure_token(app.state_dir))
         options = UpOptions(build=build, proxy=proxy, replicas=replicas)
@@ -118,7 +121,12 @@ def up(
         remember_runtime(app.state_dir, runtime.name)
         return result
 
-    run(ctx, "up", operation, lambda app, result: render.print_up(app.err, result))
+    def show(app: App, result: Any) -> None:
+        from movieops import render
+
+        render.print_up(app.err, result)
+
+    run(ctx, "up", operation, show)
 
 
 @command(cli)
@@ -140,12 +148,19 @@ def down(
                 )
             if not typer.confirm("Delete the database and Redis data?", default=False, err=True):
                 raise UsageError("nothing deleted")
+        from movieops.runtime.selection import forget_runtime
+
         runtime = app.runtime()
         done = runtime.stop(volumes)
         forget_runtime(app.state_dir)
         return {"runtime": runtime.name, "done": done}
 
-    run(ctx, "down", operation, lambda app, result: render.print_lines(app.err, result["done"]))
+    def show(app: App, result: Any) -> None:
+        from movieops import render
+
+        render.print_lines(app.err, result["done"])
+
+    run(ctx, "down", operation, show)
 
 
 @command(cli)
@@ -154,10 +169,14 @@ def status(ctx: typer.Context) -> None:
 
     def operation(app: App) -> list[ServiceState]:
         if app.attached:
+            from movieops.status import attached_status
+
             return attached_status(app.endpoints(), app.stack.worker_health_check_seconds)
         return app.runtime().status()
 
     def show(app: App, states: list[ServiceState]) -> None:
+        from movieops import render
+
         title = "attached stack" if app.attached else f"{app.runtime().name} runtime"
         app.out.print(render.status_table(states, title))
 
@@ -174,6 +193,9 @@ def health(
 
     Exits 5 if any probe fails (after --timeout with --wait), with the reason for each.
     """
+
+    from movieops import render
+    from movieops.probes import check_health
 
     def operation(app: App) -> list[Probe]:
         try:
@@ -199,6 +221,8 @@ def logs(
     """Service logs (to stdout), optionally followed."""
 
     def operation(app: App) -> Any:
+        from movieops.timeparse import parse_since
+
         if follow and app.json:
             raise UsageError("--follow cannot be combined with --json")
         parse_since(since)  # a bad value is a usage error, whatever the runtime
@@ -239,6 +263,7 @@ def rate_limits(
     """
     if path is not None and not path.startswith("/"):
         raise typer.BadParameter("a path starts with /", param_hint="--path")
+    from movieops import ratelimits, render
 
     def operation(app: App) -> Any:
         configured = limit or app.stack.rate_limit_per_minute
@@ -270,6 +295,9 @@ def refresh(
     Says what happened: enqueued, already queued, in progress, or done recently. --wait shows the
     outcome (exit 7 if the job failed, 8 on timeout).
     """
+    import asyncio
+
+    from movieops import jobs, render
 
     def operation(app: App) -> Any:
         url = app.endpoints().redis_url
@@ -287,6 +315,10 @@ def refresh(
 @command(jobs_cli, "ls")
 def jobs_ls(ctx: typer.Context) -> None:
     """Queued, running and finished jobs with tries, times, result or error."""
+    import asyncio
+
+    from movieops import jobs, render
+
     run(
         ctx,
         "jobs ls",
@@ -305,6 +337,9 @@ def jobs_show(
 
     if not re.fullmatch(JOB_ID_PATTERN, job_id):
         raise typer.BadParameter("letters, digits and : _ . - only", param_hint="JOB_ID")
+    import asyncio
+
+    from movieops import jobs, render
 
     def operation(app: App) -> Any:
         job = asyncio.run(jobs.show_job(app.endpoints().redis_url, job_id))
@@ -339,6 +374,7 @@ def contract_command(
     against the stack's API instead, presenting its exemption secret (X-RateLimit-Exempt), so the
     run is not throttled while ordinary clients keep the 20/minute limit.
     """
+    from movieops import contract, render
 
     def operation(app: App) -> Any:
         contract.check_target(
@@ -371,6 +407,8 @@ def doctor(
     proxy: Annotated[bool, typer.Option(help="Check for the proxy profile too.")] = False,
 ) -> None:
     """The preflight checks on their own, each with a one-line fix (exit 4 if any fails)."""
+    from movieops import render
+    from movieops.doctor import run_checks
 
     def operation(app: App) -> list[Check]:
         try:

@@ -12,23 +12,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.live import Live
 
-from app.config import Settings
-from movieops import contract, ratelimits, render
 from movieops.errors import MovieOpsError
 from movieops.output import dumps, envelope
-from movieops.runtime import Endpoints, Runtime
-from movieops.runtime.selection import (
-    attached_endpoints,
-    select_runtime,
-)
-from movieops.settings import CliSettings, load_cli_settings, load_stack_settings, state_dir_of
-from movieops.stack import ServiceProgress
+
+if TYPE_CHECKING:
+    # Type names only: each of these pulls in pydantic, Redis, HTTP or a runtime, which
+    # `--help` never needs. The code below imports them where it uses them.
+    from app.config import Settings
+    from movieops import ratelimits
+    from movieops.runtime import Endpoints, Runtime
+    from movieops.settings import CliSettings
+    from movieops.stack import ServiceProgress
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., None])
@@ -79,12 +78,16 @@ class App:
     @property
     def state_dir(self) -> Path:
         """Where local state, tokens and reports live."""
+        from movieops.settings import state_dir_of
+
         return state_dir_of(self.cli_settings, self.project_dir)
 
     @property
     def stack(self) -> Settings:
         """The stack's MOVIE_* settings (read on first use)."""
         if self._stack is None:
+            from movieops.settings import load_stack_settings
+
             self._stack = load_stack_settings()
         return self._stack
 
@@ -100,6 +103,9 @@ class App:
     def runtime(self, token: str | None = None) -> Runtime:
         """The runtime (built once); ``token`` defaults to the secret `up` made, if any."""
         if self._runtime is None:
+            from movieops import contract
+            from movieops.runtime.selection import select_runtime
+
             self._runtime = select_runtime(
                 self.cli_settings,
                 project_dir=self.project_dir,
@@ -113,6 +119,8 @@ class App:
     def endpoints(self) -> Endpoints:
         """Where the stack answers: --api-url/--redis-url, else the runtime's."""
         if self.attached:
+            from movieops.runtime.selection import attached_endpoints
+
             return attached_endpoints(
                 self.cli_settings, self.api_url, self.redis_url, lambda: self.runtime().endpoints()
             )
@@ -177,6 +185,8 @@ def app_of(ctx: typer.Context) -> App:
     options: Options = ctx.obj or Options()
     project = (options.project_dir or Path()).resolve()
     command_name = ctx.command_path.split(" ", 1)[-1]
+    from movieops.settings import CliSettings, load_cli_settings
+
     try:
         settings = load_cli_settings(runtime=options.runtime)
     except MovieOpsError as exc:
@@ -251,6 +261,8 @@ def fail(app: App, command: str, exc: MovieOpsError) -> typer.Exit:
     if app.json:
         print(dumps(envelope(command, error=exc)))
     else:
+        from movieops import render
+
         render.print_error(app.err, exc)
     raise typer.Exit(int(exc.exit_code))
 
@@ -258,7 +270,11 @@ def fail(app: App, command: str, exc: MovieOpsError) -> typer.Exit:
 @contextmanager
 def progress_display(app: App) -> Iterator[Callable[[list[ServiceProgress]], None]]:
     """A live table on a terminal; one line per change otherwise (CI, --json)."""
+    from movieops import render
+
     if sys.stderr.isatty() and not app.json:
+        from rich.live import Live
+
         with Live(console=app.err, refresh_per_second=8, transient=False) as live:
             yield lambda rows: live.update(render.progress_table(rows))
         return
@@ -276,7 +292,11 @@ def progress_display(app: App) -> Iterator[Callable[[list[ServiceProgress]], Non
 
 def show_snapshots(app: App, snapshots: Iterator[list[ratelimits.Counter]]) -> None:
     """A live table on a terminal; else one table (or envelope) per snapshot."""
+    from movieops import render
+
     if sys.stdout.isatty() and not app.json:
+        from rich.live import Live
+
         with Live(console=app.out, refresh_per_second=4) as live:
             for counters in snapshots:
                 live.update(render.counters_table(counters))

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from movieops.errors import ContractFailed, NotRunning, PreflightFailed, UsageError
-from movieops.probes import http_problem
 from movieops.secrets import ensure_secret, read_secret, redact
 from movieops.waiting import wait_until
 
@@ -70,6 +69,8 @@ def read_token(state_dir: Path) -> str | None:
 
 def wait_for_schema(api_url: str, timeout: float) -> str:
     """Poll /openapi.json until it answers; return its URL."""
+    from movieops.probes import http_problem  # httpx: only for a run, never for `up` or `status`
+
     url = f"{api_url}/openapi.json"
     last = "no answer"
 

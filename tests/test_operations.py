@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,7 +20,7 @@ from movieops.doctor import run_checks
 from movieops.errors import NotRunning, PreflightFailed, Unhealthy
 from movieops.jobs import REFRESH_ACTIONS, RefreshAction
 from movieops.probes import check_health
-from movieops.runtime import Endpoints
+from movieops.runtime import Endpoints, ServiceState
 from movieops.runtime.local import LocalRuntime, service_state
 from movieops.runtime.selection import (
     RUNTIME_FILE,
@@ -252,3 +253,140 @@ def test_auto_selection_asks_docker_once(tmp_path: Path, monkeypatch: pytest.Mon
     )
     assert isinstance(runtime, ComposeRuntime)
     assert len(calls) == 1
+
+
+def test_a_docker_socket_nobody_serves_is_told_without_the_docker_cli(tmp_path: Path) -> None:
+    """No socket, or a socket file nobody listens on, means no engine: said in the docker
+    CLI's own words, without running docker (auto selection asks this on every command)."""
+    import socket
+
+    from movieops.dockerhost import engine_unreachable
+
+    path = shutil.which("docker")
+    if path is None:
+        pytest.skip("needs a docker command on PATH")  # pragma: no cover
+    env = {"PATH": str(Path(path).parent)}
+    missing = tmp_path / "missing.sock"
+    assert engine_unreachable({**env, "DOCKER_HOST": f"unix://{missing}"}) == (
+        f"no Docker engine answers: Cannot connect to the Docker daemon at unix://{missing}. "
+        "Is the docker daemon running?"
+    )
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(stale))  # bound, never listening: connecting is refused
+        assert "Cannot connect" in (
+            engine_unreachable({**env, "DOCKER_HOST": f"unix://{stale}"}) or ""
+        )
+
+
+def test_docker_questions_it_cannot_settle_are_left_to_docker(tmp_path: Path) -> None:
+    """A listening socket, a TCP host or a chosen context may well answer: only Docker can say."""
+    import socket
+
+    from movieops.dockerhost import engine_unreachable
+
+    path = shutil.which("docker")
+    if path is None:
+        pytest.skip("needs a docker command on PATH")  # pragma: no cover
+    env = {"PATH": str(Path(path).parent), "DOCKER_CONFIG": str(tmp_path)}
+    live = tmp_path / "live.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(live))
+        server.listen()
+        assert engine_unreachable({**env, "DOCKER_HOST": f"unix://{live}"}) is None
+    assert engine_unreachable({**env, "DOCKER_HOST": "tcp://127.0.0.1:2375"}) is None
+    assert engine_unreachable({**env, "DOCKER_CONTEXT": "remote"}) is None
+    (tmp_path / "config.json").write_text(json.dumps({"currentContext": "rootless"}))
+    assert engine_unreachable(env) is None
+
+
+def test_no_docker_command_means_no_compose_runtime(tmp_path: Path) -> None:
+    """Without a docker command on PATH the reason is plain, not a python-on-whales traceback."""
+    from movieops.dockerhost import engine_unreachable
+    from movieops.runtime.compose import docker_problem
+
+    assert engine_unreachable({"PATH": str(tmp_path)}) == "the docker command is not installed"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", str(tmp_path))
+        assert docker_problem() == "the docker command is not installed"
+
+
+class _RunningRuntime:
+    """A runtime whose processes all run, its API at ``api_url`` and no Redis behind it."""
+
+    name = "local"
+    services = ("redis", "api", "worker")
+
+    def __init__(self, api_url: str) -> None:
+        self.api_url = api_url
+
+    def status(self) -> list[ServiceState]:
+        return [ServiceState(s, "running") for s in self.services]
+
+    def endpoints(self) -> Endpoints:
+        return Endpoints(self.api_url, f"redis://127.0.0.1:{free_port()}/0")
+
+
+def _ready_api(status_code: int, worker_ok: bool) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    checks = {
+        "database": {"ok": True, "detail": "ok"},
+        "redis": {"ok": True, "detail": "ok"},
+        "worker": {"ok": worker_ok, "detail": "ok" if worker_ok else "no heartbeat"},
+    }
+
+    async def ready(_request: Any) -> JSONResponse:
+        return JSONResponse({"status": "x", "checks": checks}, status_code=status_code)
+
+    return Starlette(routes=[Route("/ready", ready)])
+
+
+def test_a_ready_api_answers_for_every_service_in_one_request() -> None:
+    """`up` on a running stack whose /ready says database, Redis and worker are fine is healthy
+    from that one answer: no per-service probe runs (here, the Redis probe would fail)."""
+    from movieops.stack import healthy_now
+    from tests.support import ThreadedServer
+
+    with ThreadedServer(_ready_api(200, worker_ok=True)).running() as server:
+        assert healthy_now(cast(Any, _RunningRuntime(server.url)), 5) is True
+
+
+def test_an_unready_api_sends_healthy_now_to_the_per_service_probes() -> None:
+    """A /ready that fails, or names a failing check, decides nothing: the probes run as before
+    (and the unreachable Redis makes the stack unhealthy)."""
+    from movieops.stack import healthy_now, ready_says_healthy
+    from tests.support import ThreadedServer
+
+    for status_code, worker_ok in [(503, False), (200, False)]:
+        with ThreadedServer(_ready_api(status_code, worker_ok)).running() as server:
+            assert ready_says_healthy(server.url) is False
+            assert healthy_now(cast(Any, _RunningRuntime(server.url)), 5) is False
+    assert ready_says_healthy(f"http://127.0.0.1:{free_port()}") is False
+
+
+def test_database_urls_are_read_as_sqlalchemy_reads_them() -> None:
+    """The preflight's own URL reading agrees with SQLAlchemy's make_url on backend, database
+    and the URL naming another database file."""
+    from sqlalchemy.engine import make_url
+
+    from movieops.preflight import backend_and_database, with_database
+
+    urls = [
+        "sqlite+aiosqlite:///./.movieops/movies.db",
+        "sqlite+aiosqlite:////abs/x%20y.db?mode=ro",
+        "sqlite:///:memory:",
+        "sqlite://",
+        "sqlite:///rel/a+b.db",
+        "postgresql+asyncpg://u:p%40w@db.example:5432/movies?ssl=true",
+        "mysql://[::1]:3306/x",
+    ]
+    for url in urls:
+        parsed = make_url(url)
+        assert backend_and_database(url) == (parsed.get_backend_name(), parsed.database), url
+        if parsed.get_backend_name() == "sqlite":
+            for path in ("/abs/p ath/x+y?.db", "/data/a%b.db"):
+                renamed = with_database(url, path)
+                assert make_url(renamed) == parsed.set(database=path), (url, renamed)

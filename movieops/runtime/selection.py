@@ -2,6 +2,8 @@
 
 The one place that builds a runtime. Every input (settings, directories, the contract's
 exemption secret) is given at construction, so a runtime is ready the moment it is returned.
+Each runtime module is imported only when it is chosen: the compose one brings python-on-whales,
+the local one supervisor and valkey.
 """
 
 from __future__ import annotations
@@ -9,15 +11,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.config import Settings
+from movieops.dockerhost import engine_unreachable
 from movieops.errors import DockerUnavailable, MovieOpsError
 from movieops.runtime import Endpoints, Runtime
-from movieops.runtime.compose import ComposeRuntime, docker_problem
-from movieops.runtime.local import LocalRuntime
-from movieops.settings import CliSettings
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from movieops.settings import CliSettings
 
 RUNTIME_FILE = "runtime"
+
+
+def docker_problem() -> str | None:
+    """Why the compose runtime cannot be used here, or None when it can.
+
+    A Docker socket that is missing or refuses is told at once, without starting the docker
+    CLI; anything else is asked of Docker itself (`docker info` and the Compose plugin).
+    """
+    problem = engine_unreachable()
+    if problem is not None:
+        return problem
+    from movieops.runtime.compose import docker_problem as ask_docker
+
+    return ask_docker()
 
 
 def choose(
@@ -60,8 +78,12 @@ def select_runtime(
                 f"the compose runtime needs Docker: {problem}",
                 hint="start Docker, or use --runtime local (the embedded runtime)",
             )
+        from movieops.runtime.compose import ComposeRuntime
+
         ports = (settings.api_port, settings.proxy_port, settings.redis_port)
         return ComposeRuntime(project_dir, settings.compose_project, state_dir, ports, token=token)
+    from movieops.runtime.local import LocalRuntime
+
     return LocalRuntime(stack(), state_dir, project_dir, token=token)
 
 
