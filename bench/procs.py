@@ -44,8 +44,17 @@ def pin_to(cpu: int | None) -> Callable[[], None] | None:
 
 
 def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """This environment without any MOVIE_*/MOVIEOPS_* setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOVIE_", "MOVIEOPS_"))}
+    """This environment without any MOVIE_*/MOVIEOPS_* setting, plus ``extra``.
+
+    PYTHONDONTWRITEBYTECODE is dropped too: with it (set on some CI machines) every process
+    compiles every module it imports, which is not what a user's machine does and would make
+    start-up figures measure the compiler.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MOVIE_", "MOVIEOPS_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env.update(extra)
     return env
 
