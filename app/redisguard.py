@@ -29,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.config import Settings
 from app.jobcodec import arq_client
+from app.redismux import MultiplexedRedis
 
 log = logging.getLogger("app.redis")
 
@@ -129,6 +130,10 @@ class RedisGuard:
         self.breaker = breaker
         self.retry_budget_seconds = retry_budget_seconds
         self.attempt_timeout_seconds = attempt_timeout_seconds
+        # The hot path's pipelining connection (app.redismux), when the URL allows one.
+        self.mux = MultiplexedRedis.for_pool(
+            client.connection_pool, stall_seconds=max(2.0, 2 * retry_budget_seconds)
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisGuard:
@@ -214,5 +219,7 @@ class RedisGuard:
             ) from None
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool and the pipelining connection."""
+        if self.mux is not None:
+            await self.mux.aclose()
         await self.client.aclose(close_connection_pool=True)
