@@ -24,6 +24,7 @@ runs the same lookup in the same call as its counter, so a cached GET costs one 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -285,6 +286,8 @@ class ResponseCache:
         self._read = guard.client.register_script(READ_SCRIPT)
         self._store = guard.client.register_script(STORE_SCRIPT)
         self._invalidate = guard.client.register_script(INVALIDATE_SCRIPT)
+        # Fills under way, by digest and snapshot (app.cache: one read per snapshot).
+        self._in_flight: dict[tuple[str, Snapshot], asyncio.Future[CachedBody]] = {}
         # Writes whose invalidation could not reach Redis: bypass the cache until it does.
         self._pending_films: set[int] = set()
         self._pending_shape = False
@@ -323,6 +326,25 @@ class ResponseCache:
             if isinstance(found, Hit):
                 return CachedBody(found.body, found.etag, CacheStatus.HIT)
             snapshot = found
+        key = (digest, snapshot)
+        flight = self._in_flight.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(self._fill(digest, snapshot, load))
+            self._in_flight[key] = flight
+            flight.add_done_callback(lambda _done: self._in_flight.pop(key, None))
+        # shield: a caller that goes away (client disconnect) does not cancel the others' fill
+        return await asyncio.shield(flight)
+
+    async def _fill(
+        self, digest: str, snapshot: Snapshot, load: Callable[[], Awaitable[Loaded]]
+    ) -> CachedBody:
+        """Load, store if no write intervened, and answer every miss of the same snapshot.
+
+        Misses that looked ``digest`` up under the same snapshot (same generation and write
+        sequence: no invalidation between them) share this one database read, so a popular
+        page invalidated under load is read once, not once per waiting request. A miss taken
+        after a write has a newer snapshot and never joins a read that may predate the write.
+        """
         loaded = await load()
         etag = strong_etag(loaded.body)
         await self._store_entry(digest, snapshot, loaded, etag)

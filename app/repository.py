@@ -44,6 +44,7 @@ from app.models import Movie, MovieIn, MoviePage, Rating, RatingIn, RecommendedM
 
 _MOVIES = Base.metadata.tables[MovieRow.__tablename__]
 _GENRES = Base.metadata.tables[GenreRow.__tablename__]
+_RATINGS = Base.metadata.tables[RatingRow.__tablename__]
 
 #: The columns a film is read with, in ``Movie``'s field order: plain Core columns of the
 #: table (no ORM entities on the read path). ``genres`` comes as its stored JSON text,
@@ -244,6 +245,21 @@ async def delete_movie(session: AsyncSession, movie_id: int) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _upsert_rating(dialect_insert: Any) -> Any:
+    """INSERT ... ON CONFLICT (user, film) DO UPDATE, built once with bound parameters."""
+    names = ("user_id", "movie_id", "score", "rated_at")
+    statement = dialect_insert(_RATINGS).values({name: bindparam(name) for name in names})
+    return statement.on_conflict_do_update(
+        index_elements=[_RATINGS.c.user_id, _RATINGS.c.movie_id],
+        set_={"score": statement.excluded.score, "rated_at": statement.excluded.rated_at},
+    )
+
+
+# Statements of the rating path, built once (index: is PostgreSQL).
+_UPSERT_RATING = (_upsert_rating(sqlite.insert), _upsert_rating(postgresql.insert))
+_REFRESH_FILM = _REFRESH_ONE.where(_MOVIES.c.id == bindparam("movie_id"))
+
+
 async def rate_movie(session: AsyncSession, movie_id: int, data: RatingIn) -> Rating | None:
     """Upsert a user's score for a film and update the film's aggregates, in one transaction;
     None if the film does not exist.
@@ -266,20 +282,15 @@ async def rate_movie(session: AsyncSession, movie_id: int, data: RatingIn) -> Ra
         if locked is None:
             await session.rollback()
             return None
-    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    conn = await session.connection()
     values = {"user_id": data.user_id, "movie_id": movie_id, "score": data.score, "rated_at": now}
-    statement = upsert(RatingRow).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=[RatingRow.user_id, RatingRow.movie_id],
-        set_={"score": data.score, "rated_at": now},
-    )
     try:
-        await session.execute(statement)
+        await conn.execute(_UPSERT_RATING[dialect == "postgresql"], values)
     except IntegrityError:
         # No such film (never was, or deleted meanwhile): the foreign key.
         await session.rollback()
         return None
-    await session.execute(_REFRESH_ONE.where(MovieRow.id == movie_id))
+    await conn.execute(_REFRESH_FILM, {"movie_id": movie_id})
     await session.commit()
     return Rating(movie_id=movie_id, user_id=data.user_id, score=data.score, rated_at=now)
 
