@@ -332,3 +332,30 @@ def test_the_front_leaves_other_methods_to_the_routes() -> None:
     """Only GET is answered from the cache."""
     assert front_digest(_scope("/movies", method="HEAD")) is None
     assert front_digest(_scope("/movies", method="POST")) is None
+
+
+async def test_concurrent_misses_of_one_snapshot_share_one_database_read(redis: Redis) -> None:
+    """Ten requests miss together: one load, ten identical answers. A miss after a write does
+    not join a read that may predate the write."""
+    guard = RedisGuard(ArqRedis(connection_pool=redis.connection_pool), CircuitBreaker(3, 1.0))
+    cache = ResponseCache(guard, ttl_seconds=60)
+    loads: list[str] = []
+    release = asyncio.Event()
+    database = {"title": "old"}
+
+    async def load() -> Loaded:
+        loads.append(database["title"])
+        await release.wait()
+        return Loaded(database["title"].encode(), (1,))
+
+    together = [asyncio.create_task(cache.get_or_load("page", load)) for _ in range(10)]
+    await asyncio.sleep(0.05)
+    database["title"] = "new"
+    await cache.invalidate([1])  # a write lands while the first read is still running
+    after_write = asyncio.create_task(cache.get_or_load("page", load))
+    await asyncio.sleep(0.05)
+    release.set()
+    answers = await asyncio.gather(*together)
+    assert {(a.body, a.status) for a in answers} == {(b"new", CacheStatus.MISS)}
+    assert (await after_write).body == b"new"
+    assert loads == ["old", "new"]  # one read for the ten, one for the request after the write
