@@ -36,7 +36,6 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from redis.asyncio import Redis
 from starlette.types import Scope
 
 from app.constants import (
@@ -315,11 +314,7 @@ class ResponseCache:
         if snapshot is None:
             try:
                 found = parse_lookup(
-                    await self.guard.call(
-                        lambda r: self._read(
-                            keys=CACHE_KEYS, args=[CACHE_ENTRY_PREFIX, digest], client=r
-                        )
-                    )
+                    await self.guard.script(self._read, CACHE_KEYS, [CACHE_ENTRY_PREFIX, digest])
                 )
             except RedisUnavailable:
                 return await self._bypass(load)
@@ -366,7 +361,7 @@ class ResponseCache:
         ]
         # Redis failing here: the body was served fresh from the database, just not cached.
         with contextlib.suppress(RedisUnavailable):
-            await self.guard.call(lambda r: self._store(keys=CACHE_KEYS, args=args, client=r))
+            await self.guard.script(self._store, CACHE_KEYS, args)
 
     async def invalidate(self, movie_ids: Iterable[int] = (), *, shape: bool = False) -> None:
         """After a committed write: new versions for ``movie_ids``; ``shape`` when the catalog's
@@ -384,12 +379,9 @@ class ResponseCache:
         films = sorted(self._pending_films)
         shape = self._pending_shape
 
-        async def run(redis: Redis) -> int:
-            args: list[str | int] = ["1" if shape else "0", *films]
-            return int(await self._invalidate(keys=CACHE_KEYS, args=args, client=redis))
-
+        args: list[str | int] = ["1" if shape else "0", *films]
         try:
-            await self.guard.call(run)
+            await self.guard.script(self._invalidate, CACHE_KEYS, args)
         except RedisUnavailable:
             log.warning("cache invalidation deferred: redis unavailable")
             return False

@@ -15,13 +15,10 @@ import hmac
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi.routing import iter_route_contexts
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -137,22 +134,6 @@ class RateLimiter:
         self._script = guard.client.register_script(HIT_SCRIPT)
         self._front = guard.client.register_script(FRONT_SCRIPT)
 
-    def _runner(
-        self, script: AsyncScript, keys: list[str], args: list[str | int]
-    ) -> Callable[[Redis], Awaitable[list[Any]]]:
-        """One EVALSHA of ``script``: on the pipelining connection when there is one, else
-        through redis-py (both load the script on NOSCRIPT)."""
-        mux = self.guard.mux
-
-        async def run(redis: Redis) -> list[Any]:
-            if mux is not None:
-                result = await mux.evalsha(script.script, script.sha, keys, args)
-            else:
-                result = await script(keys=keys, args=args, client=redis)
-            return list(result)
-
-        return run
-
     def _key(self, client: str, template: str) -> str:
         # Bounded by construction: identities are addresses or /64s, templates the app's routes.
         assert len(client) <= MAX_CLIENT_ID_LENGTH, client
@@ -169,7 +150,7 @@ class RateLimiter:
         key = self._key(client, template)
 
         args: list[str | int] = [window_ms, self.limit, CACHE_ENTRY_PREFIX, digest]
-        result = await self.guard.call(self._runner(self._front, [key, *CACHE_KEYS], args))
+        result = await self.guard.script(self._front, [key, *CACHE_KEYS], args)
         decision = decide(self.limit, self.window_seconds, int(result[0]), int(result[1]))
         return decision, (parse_lookup(result[2:]) if len(result) > 2 else None)
 
@@ -179,7 +160,7 @@ class RateLimiter:
         window_ms = self.window_seconds * 1000
         key = self._key(client, template)
 
-        count, ttl_ms = await self.guard.call(self._runner(self._script, [key], [window_ms]))
+        count, ttl_ms = await self.guard.script(self._script, [key], [window_ms])
         return decide(self.limit, self.window_seconds, count, ttl_ms)
 
 

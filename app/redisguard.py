@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import stamina
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -184,6 +185,20 @@ class RedisGuard:
             raise
         self.breaker.record_success(attempt)
         return result
+
+    async def script(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | int | bytes]
+    ) -> Any:
+        """One guarded EVALSHA of a registered script: on the pipelining connection when there
+        is one, else through redis-py (both load the script again on NOSCRIPT)."""
+        mux = self.mux
+
+        async def run(redis: ArqRedis) -> Any:
+            if mux is not None:
+                return await mux.evalsha(script.script, script.sha, list(keys), list(args))
+            return await script(keys=list(keys), args=list(args), client=redis)
+
+        return await self.call(run)
 
     async def _with_retries(self, operation: Callable[[ArqRedis], Awaitable[T]]) -> T:
         # The first attempt runs bare (the request path's common case costs no retry machinery);

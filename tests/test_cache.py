@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -24,6 +25,15 @@ from app.constants import CACHE_VERSIONS_KEY
 from app.redisguard import CircuitBreaker, RedisGuard
 
 MOVIE = {"title": "Heat", "year": 1995, "genres": ["Crime"]}
+
+
+@pytest.fixture
+async def guard(redis: Redis) -> AsyncIterator[RedisGuard]:
+    """A guard on the session's server (its pipelining connection closed afterwards)."""
+    guarded = RedisGuard(ArqRedis(connection_pool=redis.connection_pool), CircuitBreaker(3, 1.0))
+    yield guarded
+    if guarded.mux is not None:
+        await guarded.mux.aclose()
 
 
 def test_etag_is_strong_and_stable_and_if_none_match_uses_weak_comparison() -> None:
@@ -115,10 +125,11 @@ async def test_every_write_makes_the_next_get_a_fresh_miss(
         assert (again.headers["etag"] == single.headers["etag"]) is (write == "post")
 
 
-async def test_slow_reader_cannot_store_data_older_than_a_write(redis: Redis) -> None:
+async def test_slow_reader_cannot_store_data_older_than_a_write(
+    redis: Redis, guard: RedisGuard
+) -> None:
     """Reader reads the generation, a writer commits and invalidates, the reader's old body is
     NOT stored: the next read is a MISS that sees the new data."""
-    guard = RedisGuard(ArqRedis(connection_pool=redis.connection_pool), CircuitBreaker(3, 1.0))
     cache = ResponseCache(guard, ttl_seconds=60)
     database = {"title": "old"}
     reader_loaded = asyncio.Event()
@@ -152,9 +163,8 @@ async def test_slow_reader_cannot_store_data_older_than_a_write(redis: Redis) ->
     assert (hit.body, hit.status) == (b"new", CacheStatus.HIT)
 
 
-async def test_entries_expire_with_the_configured_ttl(redis: Redis) -> None:
+async def test_entries_expire_with_the_configured_ttl(redis: Redis, guard: RedisGuard) -> None:
     """A stored entry carries the TTL from settings."""
-    guard = RedisGuard(ArqRedis(connection_pool=redis.connection_pool), CircuitBreaker(3, 1.0))
     cache = ResponseCache(guard, ttl_seconds=7)
 
     async def load() -> Loaded:
@@ -167,11 +177,10 @@ async def test_entries_expire_with_the_configured_ttl(redis: Redis) -> None:
 
 
 async def test_an_invalidation_landing_after_the_store_still_makes_the_entry_stale(
-    redis: Redis,
+    guard: RedisGuard,
 ) -> None:
     """Reader stores the old body; the writer's invalidation arrives only then: the next read
     misses (the film's version is above the entry's snapshot)."""
-    guard = RedisGuard(ArqRedis(connection_pool=redis.connection_pool), CircuitBreaker(3, 1.0))
     cache = ResponseCache(guard, ttl_seconds=60)
     database = {"title": "old"}
 
@@ -334,10 +343,9 @@ def test_the_front_leaves_other_methods_to_the_routes() -> None:
     assert front_digest(_scope("/movies", method="POST")) is None
 
 
-async def test_concurrent_misses_of_one_snapshot_share_one_database_read(redis: Redis) -> None:
+async def test_concurrent_misses_of_one_snapshot_share_one_database_read(guard: RedisGuard) -> None:
     """Ten requests miss together: one load, ten identical answers. A miss after a write does
     not join a read that may predate the write."""
-    guard = RedisGuard(ArqRedis(connection_pool=redis.connection_pool), CircuitBreaker(3, 1.0))
     cache = ResponseCache(guard, ttl_seconds=60)
     loads: list[str] = []
     release = asyncio.Event()
