@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from redis.asyncio import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.constants import (
@@ -196,9 +195,7 @@ class IdempotencyMiddleware:
             {"state": "in_progress", "fingerprint": request_fingerprint, "owner": owner}
         )
         try:
-            existing = await self.guard.call(
-                lambda r: self._claim(keys=[record_key], args=[claim, self.lease_ms], client=r)
-            )
+            existing = await self.guard.script(self._claim, [record_key], [claim, self.lease_ms])
         except RedisUnavailable:
             await _unavailable(
                 send,
@@ -290,21 +287,14 @@ class IdempotencyMiddleware:
             }
         )
         try:
-            await self.guard.call(
-                lambda r: self._finish(
-                    keys=[record_key], args=[owner, stored, self.ttl_ms], client=r
-                )
-            )
+            await self.guard.script(self._finish, [record_key], [owner, stored, self.ttl_ms])
         except RedisUnavailable:
             # The side effect happened; the lease expires and a retry would run it again.
             log.error("idempotency record %s not completed: redis unavailable", record_key)
 
     async def _release(self, record_key: str, owner: str) -> None:
-        async def release(redis: Redis) -> Any:
-            return await self._finish(keys=[record_key], args=[owner, "", 0], client=redis)
-
         try:
-            await self.guard.call(release)
+            await self.guard.script(self._finish, [record_key], [owner, "", 0])
         except RedisUnavailable:
             log.error("idempotency record %s not released: redis unavailable", record_key)
 
