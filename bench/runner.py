@@ -562,6 +562,7 @@ def run(config: Config, command: str) -> Results:
         results.refresh,
         results.mixed,
         results.cli,
+        results.startups,
     )
     results.config = {
         "rounds": config.rounds,

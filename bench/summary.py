@@ -15,6 +15,7 @@ from bench.jobs import JobSample
 from bench.load import WrkResult
 from bench.mixed import MixedResult
 from bench.redisstats import RedisUsage
+from bench.stack import StartupTiming
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("full", "product, limiter + cache hit", "create_app as shipped, measured on hits"),
     Variant("limiter", "product rate limiter, un-cached page", "rate limiter on, cache off"),
     Variant("baseline", "product, un-cached page (Redis features off)",
-            "no rate limiter, cache replaced by a pass-through", uses_redis=False),
+            "no rate limiter, response cache off (cache_enabled=False)", uses_redis=False),
     Variant("before_uncached", "before: product, un-cached page (Redis features off)",
             "the baseline variant of BEFORE_REV, from its own worktree", uses_redis=False,
             tree="before", factory="baseline"),
@@ -334,8 +335,12 @@ def evaluate_targets(
     refresh: RefreshSummary | None,
     mixed: Sequence[MixedSummary] = (),
     cli: Sequence[CliTiming] = (),
+    startups: Sequence[StartupTiming] = (),
 ) -> list[Target]:
     """The issue 12 targets, each computed from this run or marked as not measured."""
+    by_name = {t.name: t for t in startups if t.status == "measured"}
+    cold = by_name.get("movieops up --runtime local")
+    noop = by_name.get("movieops up --runtime local (already healthy)")
     after = next((m for m in mixed if m.target == "after"), None)
     mixed_ratio = after.ratio.median if after and not math.isnan(after.ratio.median) else None
     return [
@@ -361,4 +366,10 @@ def evaluate_targets(
                500.0, "<", " ms", "process wall time, 1 warm-up + N runs"),
         Target("CLI `movieops status` start-up (median)", _cli_median(cli, "movieops status"),
                500.0, "<", " ms", "process wall time, no stack running"),
+        Target("cold local `movieops up`: time to healthy as reported",
+               cold.reported_seconds if cold else None, 2.0, "<=", " s",
+               "`data.seconds` of `movieops up --json`, scratch project, after `down -v`"),
+        Target("`movieops up` on a healthy local stack (whole command)",
+               noop.seconds if noop else None, 1.0, "<", " s",
+               "process wall time of a second `up` right after the cold one"),
     ]  # fmt: skip

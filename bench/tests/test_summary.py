@@ -11,6 +11,7 @@ from bench.jobs import JobSample
 from bench.load import WrkResult
 from bench.mixed import MixedResult
 from bench.redisstats import RedisUsage
+from bench.stack import StartupTiming
 from bench.summary import (
     Measurement,
     MixedMeasurement,
@@ -140,6 +141,23 @@ def test_targets_met_and_missed_with_margin() -> None:
     assert targets["refresh latency beyond the computation (median)"].met is True
     assert targets["CLI `movieops --help` start-up (median)"].measured == 120.0
     assert targets["CLI `movieops status` start-up (median)"].met is False
+
+
+def test_local_up_targets_read_the_reported_cold_time_and_the_no_op_wall_time() -> None:
+    """Cold up: the seconds `up` reports (<= 2 s); a second up on the healthy stack: its whole
+    wall time (< 1 s); a failed measurement is not measured, never met."""
+    startups = [
+        StartupTiming("movieops up --runtime local", "measured", 3.4, 1.6),
+        StartupTiming("movieops up --runtime local (already healthy)", "measured", 1.2, 0.01),
+    ]
+    targets = {t.name: t for t in evaluate_targets([], {}, None, startups=startups)}
+    cold = targets["cold local `movieops up`: time to healthy as reported"]
+    noop = targets["`movieops up` on a healthy local stack (whole command)"]
+    assert (cold.measured, cold.met) == (1.6, True)
+    assert (noop.measured, noop.met) == (1.2, False)
+    failed = [StartupTiming("movieops up --runtime local", "failed", detail="boom")]
+    again = {t.name: t for t in evaluate_targets([], {}, None, startups=failed)}
+    assert again["cold local `movieops up`: time to healthy as reported"].met is None
 
 
 def test_two_round_trips_miss_the_exact_target() -> None:
