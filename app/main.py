@@ -7,6 +7,7 @@ settings and connects nothing.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -73,6 +74,11 @@ def create_app(settings: Settings) -> FastAPI:
             if added:
                 log.info("seeded the catalog with %d films", added)
                 await services.cache.invalidate(shape=True)
+        if settings.gc_freeze:
+            # Start-up objects (routes, schemas, SQLAlchemy's metadata, pydantic validators)
+            # live as long as the process: frozen, full collections stop rescanning them.
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

@@ -75,6 +75,7 @@ def make_settings(tmp_path: Path, valkey: ValkeyProcess) -> Callable[..., Settin
             "rate_limit_per_minute": 10_000,
             "seed_demo_data": False,
             "ready_requires_worker": False,
+            "gc_freeze": False,  # hundreds of apps in one test process: let them be collected
             "_env_file": None,
         }
         values.update(overrides)

@@ -227,3 +227,23 @@ async def test_titles_that_json_schema_calls_non_blank_are_accepted(
     response = await client.post("/movies", json={"title": title, "year": 2000})
     assert response.status_code == 201
     assert response.json()["title"] == title.strip(" ")
+
+
+async def test_a_started_api_freezes_its_start_up_objects_out_of_the_collectors_sight(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> None:
+    """gc_freeze (the default): after start-up, full collections no longer rescan the
+    framework's objects; off, nothing is frozen."""
+    import gc
+
+    gc.unfreeze()
+    try:
+        app = create_app(make_settings(gc_freeze=True))
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > 0
+        gc.unfreeze()
+        quiet = create_app(make_settings(gc_freeze=False))
+        async with quiet.router.lifespan_context(quiet):
+            assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
