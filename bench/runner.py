@@ -67,6 +67,11 @@ UNCACHED = frozenset({"baseline", "limiter", "before_uncached"})
 
 #: What reading the libraries' code (and running them) showed; printed with the results.
 NOTES = (
+    "The product variants run as the product ships, which includes `gc.freeze()` once the API "
+    "has started (`MOVIE_GC_FREEZE`): without it, full garbage collections of the framework's "
+    "start-up objects stalled the cached path for 50-100 ms (p99) and cost it about a third of "
+    "its throughput. The in-memory FastAPI and bare Starlette variants run as their frameworks "
+    "ship (no freeze).",
     "fastapi-limiter 0.2.0 reads `route.path` of every app route on every request; FastAPI "
     "0.165 keeps `include_router()` results as `_IncludedRouter` entries without `path`, so on "
     "the product's app every limited request fails with AttributeError (HTTP 500). The "
