@@ -3,11 +3,14 @@ read path, their JSON bytes straight from selected columns."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pydantic_core import from_json, to_json
 from sqlalchemy import (
@@ -41,6 +44,33 @@ from app.db import (
     utcnow,
 )
 from app.models import Movie, MovieIn, MoviePage, Rating, RatingIn, RecommendedMovie
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# One SQLite writer at a time per engine, queued in this process: SQLite's own busy handler makes
+# a waiting writer sleep and poll (1, 2, 5 ... 100 ms at a time), which under a steady stream of
+# ratings left some of them waiting a second or more. Other processes (the worker) still meet
+# busy_timeout, rarely.
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _one_writer_at_a_time(
+    write: Callable[Concatenate[AsyncSession, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[AsyncSession, P], Coroutine[Any, Any, R]]:
+    """Run a write transaction alone among this process's writers when the database is SQLite."""
+
+    @functools.wraps(write)
+    async def serialised(session: AsyncSession, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        engine = session.sync_session.get_bind()
+        if engine.dialect.name != "sqlite":
+            return await write(session, *args, **kwargs)
+        lock = _SQLITE_WRITERS.setdefault(engine, asyncio.Lock())
+        async with lock:
+            return await write(session, *args, **kwargs)
+
+    return serialised
+
 
 _MOVIES = Base.metadata.tables[MovieRow.__tablename__]
 _GENRES = Base.metadata.tables[GenreRow.__tablename__]
@@ -216,6 +246,7 @@ async def get_movie(session: AsyncSession, movie_id: int) -> Movie | None:
     return None if body is None else Movie.model_validate_json(body)
 
 
+@_one_writer_at_a_time
 async def create_movie(session: AsyncSession, data: MovieIn) -> Movie:
     """Insert a film (and its genre rows) and commit."""
     now = utcnow()
@@ -242,6 +273,7 @@ async def create_movie(session: AsyncSession, data: MovieIn) -> Movie:
     )
 
 
+@_one_writer_at_a_time
 async def replace_movie(session: AsyncSession, movie_id: int, data: MovieIn) -> Movie | None:
     """Replace every field of a film and commit; None if it does not exist.
 
@@ -265,6 +297,7 @@ async def replace_movie(session: AsyncSession, movie_id: int, data: MovieIn) -> 
     return Movie(**_movie_dict(row))
 
 
+@_one_writer_at_a_time
 async def delete_movie(session: AsyncSession, movie_id: int) -> bool:
     """Delete a film with its genres and ratings; False if it did not exist."""
     result = await session.execute(delete(MovieRow).where(MovieRow.id == movie_id))
@@ -287,6 +320,7 @@ _UPSERT_RATING = (_upsert_rating(sqlite.insert), _upsert_rating(postgresql.inser
 _REFRESH_FILM = _REFRESH_ONE.where(_MOVIES.c.id == bindparam("movie_id"))
 
 
+@_one_writer_at_a_time
 async def rate_movie(session: AsyncSession, movie_id: int, data: RatingIn) -> Rating | None:
     """Upsert a user's score for a film and update the film's aggregates, in one transaction;
     None if the film does not exist.

@@ -315,3 +315,35 @@ def test_a_stored_timestamp_is_written_as_pydantic_writes_the_datetime(stored: s
     """The string fast path gives the same JSON as the aware datetime would."""
     expected = datetime.fromisoformat(stored).replace(tzinfo=UTC)
     assert to_json(repository._timestamp(stored)) == to_json(expected)
+
+
+async def test_writers_of_one_process_queue_for_sqlite_instead_of_polling_its_lock(
+    tmp_path: Path,
+) -> None:
+    """With SQLite's busy wait switched off, twenty concurrent ratings through one engine (its
+    pooled connections) all succeed: the process lets one writer in at a time, so none meets
+    a locked database (SQLite's busy handler would otherwise sleep and poll)."""
+    from sqlalchemy import event
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.cursor().execute("PRAGMA busy_timeout=0")
+
+    try:
+        await create_schema(engine)
+        sessions = session_factory(engine)
+        async with sessions() as session:
+            film = (await repository.create_movie(session, MovieIn(title="F", year=2000))).id
+
+        async def rate(user_id: int) -> bool:
+            async with sessions() as session:
+                rating = RatingIn(user_id=user_id, score=4)
+                return await repository.rate_movie(session, film, rating) is not None
+
+        assert await asyncio.gather(*(rate(user) for user in range(1, 21))) == [True] * 20
+        async with sessions() as session:
+            assert (await repository.get_movie(session, film)).rating_count == 20  # type: ignore[union-attr]
+    finally:
+        await engine.dispose()
