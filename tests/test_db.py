@@ -99,26 +99,28 @@ async def test_schema_creation_is_safe_from_several_processes_at_once(
 
 
 async def test_rating_a_film_deleted_meanwhile_is_not_found(tmp_path: Path) -> None:
-    """The foreign key turns a lost race into None (404), not an IntegrityError (500)."""
-    from sqlalchemy import event
-
+    """The rating's first statement is the write, so a film another connection deleted just
+    before it fails the foreign key: None (404), not an IntegrityError (500), nothing stored."""
     from app import repository
     from app.db import session_factory
     from app.models import RatingIn
 
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'race.db'}")
-    await create_schema(engine)
-    await load_generated(engine, movies=1, ratings=0, users=1)
-    sessions = session_factory(engine)
-
-    def delete_first(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.startswith("INSERT INTO ratings"):
-            cursor.execute("DELETE FROM movies")  # type: ignore[attr-defined]
-
-    event.listen(engine.sync_engine, "before_cursor_execute", delete_first)
-    async with sessions() as session:
-        assert await repository.rate_movie(session, 1, RatingIn(user_id=1, score=3)) is None
-    await engine.dispose()
+    other = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'race.db'}")
+    try:
+        await create_schema(engine)
+        await load_generated(engine, movies=1, ratings=0, users=1)
+        async with engine.connect() as conn:  # the client saw the film
+            assert (await conn.exec_driver_sql("SELECT count(*) FROM movies")).scalar() == 1
+        async with other.begin() as conn:  # another replica deletes it
+            await conn.exec_driver_sql("DELETE FROM movies")
+        async with session_factory(engine)() as session:
+            assert await repository.rate_movie(session, 1, RatingIn(user_id=1, score=3)) is None
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("SELECT count(*) FROM ratings")).scalar() == 0
+    finally:
+        await engine.dispose()
+        await other.dispose()
 
 
 async def test_replicas_starting_together_seed_the_catalog_once(tmp_path: Path) -> None:
