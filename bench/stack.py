@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -174,6 +175,9 @@ def time_compose_up() -> StartupTiming:
     name = "docker compose up -d --wait"
     api_port = free_port()
     env = _compose_env(api_port)
+    # Plain Compose needs the Redis password `movieops up` would generate (it reaches the
+    # containers through the environment, never argv); a fresh one per run.
+    env["MOVIE_REDIS_PASSWORD"] = secrets.token_hex(24)
     project = f"movieops-bench-{uuid.uuid4().hex[:6]}"
     base = [
         "docker", "compose", "-p", project, "-f", str(ROOT / "compose.yaml"),
