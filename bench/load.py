@@ -9,12 +9,12 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.procs import BenchError, pin_to
 
 REPORT_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 INSTALL_HINT = "install it with: apt-get update && apt-get install -y wrk"
-_JSON_LINE = re.compile(r"^WRK_JSON (\{.*\})\s*$", re.MULTILINE)
 _UNITS_US = {"us": 1.0, "ms": 1_000.0, "s": 1_000_000.0, "m": 60_000_000.0, "h": 3_600_000_000.0}
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s|m|h)\s*$")
 
@@ -70,26 +70,44 @@ def parse_latency_distribution(output: str) -> dict[int, float]:
     return table
 
 
+@dataclass(frozen=True)
+class WrkCounts:
+    """What both Lua reports (wrk_report.lua, mixed.lua) print from wrk's ``done()``."""
+
+    data: dict[str, Any]
+    socket_errors: int
+    latency_ms: dict[str, float]
+
+
+def read_report_line(output: str, marker: str, script: str) -> WrkCounts:
+    """The ``<marker> {json}`` line a Lua report printed, with its socket errors summed and its
+    latencies in milliseconds; ValueError when there is none."""
+    match = re.search(rf"^{marker} (\{{.*\}})\s*$", output, re.MULTILINE)
+    if match is None:
+        raise ValueError(f"no {marker} line in wrk's output (was -s {script} given?)")
+    data = json.loads(match.group(1))
+    errors = data["errors"]
+    socket_errors = int(errors["connect"] + errors["read"] + errors["write"] + errors["timeout"])
+    latency = {name: value / 1000 for name, value in data["latency_us"].items()}
+    return WrkCounts(data, socket_errors, latency)
+
+
 def parse_wrk_output(output: str) -> WrkResult:
     """The result of a wrk run from its stdout: the ``WRK_JSON`` line of wrk_report.lua, plus
     the ``--latency`` table of the text report (both come from the same histogram)."""
-    match = _JSON_LINE.search(output)
-    if match is None:
-        raise ValueError("no WRK_JSON line in wrk's output (was -s wrk_report.lua given?)")
-    data = json.loads(match.group(1))
-    errors = data["errors"]
-    latency = data["latency_us"]
+    counts = read_report_line(output, "WRK_JSON", "wrk_report.lua")
+    data, latency = counts.data, counts.latency_ms
     return WrkResult(
         requests=int(data["requests"]),
         duration_s=data["duration_us"] / 1_000_000,
         bytes_read=int(data["bytes"]),
-        socket_errors=int(errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]),
-        non_2xx_3xx=int(errors["status"]),
-        latency_p50_ms=latency["p50"] / 1000,
-        latency_p90_ms=latency["p90"] / 1000,
-        latency_p99_ms=latency["p99"] / 1000,
-        latency_max_ms=latency["max"] / 1000,
-        latency_mean_ms=latency["mean"] / 1000,
+        socket_errors=counts.socket_errors,
+        non_2xx_3xx=int(data["errors"]["status"]),
+        latency_p50_ms=latency["p50"],
+        latency_p90_ms=latency["p90"],
+        latency_p99_ms=latency["p99"],
+        latency_max_ms=latency["max"],
+        latency_mean_ms=latency["mean"],
         distribution_ms=parse_latency_distribution(output),
     )
 

@@ -8,8 +8,6 @@ database index), once for this tree (``after``) and once for ``BEFORE_REV`` (``b
 
 from __future__ import annotations
 
-import json
-import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,12 +15,12 @@ from pathlib import Path
 
 import httpx
 
+from bench.load import read_report_line
 from bench.procs import BenchError, pin_to
 
 SCRIPT = Path(__file__).with_name("mixed.lua")
 WRITE_PERCENT = 10
 SEED = 12
-_JSON_LINE = re.compile(r"^MIXED_JSON (\{.*\})\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -69,20 +67,16 @@ class MixedResult:
 
 def parse_mixed_output(output: str) -> MixedResult:
     """The ``MIXED_JSON`` line of a wrk run with mixed.lua."""
-    match = _JSON_LINE.search(output)
-    if match is None:
-        raise ValueError("no MIXED_JSON line in wrk's output (was -s mixed.lua given?)")
-    data = json.loads(match.group(1))
-    errors = data["errors"]
-    latency = data["latency_us"]
+    counts = read_report_line(output, "MIXED_JSON", "mixed.lua")
+    data, latency = counts.data, counts.latency_ms
     return MixedResult(
         requests=int(data["requests"]),
         duration_s=data["duration_us"] / 1_000_000,
-        socket_errors=int(errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]),
-        latency_p50_ms=latency["p50"] / 1000,
-        latency_p90_ms=latency["p90"] / 1000,
-        latency_p99_ms=latency["p99"] / 1000,
-        latency_max_ms=latency["max"] / 1000,
+        socket_errors=counts.socket_errors,
+        latency_p50_ms=latency["p50"],
+        latency_p90_ms=latency["p90"],
+        latency_p99_ms=latency["p99"],
+        latency_max_ms=latency["max"],
         sent={k: int(v) for k, v in data["sent"].items()},
         statuses={k: int(v) for k, v in data["statuses"].items()},
         cache={k: int(v) for k, v in data["cache"].items()},

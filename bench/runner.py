@@ -216,6 +216,11 @@ def start_servers(
             procs, key, f"bench.variants:{variant.factory_name}", python=python,
             app_dir=app_dir, work=work, env=env, factory=True,
         )  # fmt: skip
+    return _serving(servers)
+
+
+def _serving(servers: dict[str, Server]) -> dict[str, Server]:
+    """``servers`` once every one answers the page (or a BenchError naming the one that died)."""
     for server in servers.values():
         wait_http(
             f"{server.url}/movies?limit={PAGE_SIZE}",
@@ -243,14 +248,7 @@ def start_mixed_servers(
             procs, f"mixed-{target}", "app.main:app", python=python, app_dir=root, work=work,
             env=env, factory=False,
         )  # fmt: skip
-    for server in servers.values():
-        wait_http(
-            f"{server.url}/movies?limit={PAGE_SIZE}",
-            timeout=SERVER_START_TIMEOUT_S,
-            process=server.process,
-            log=server.log,
-        )
-    return servers
+    return _serving(servers)
 
 
 def verify_servers(servers: dict[str, Server], expected: bytes) -> list[str]:

@@ -33,6 +33,23 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
 """
 
 
+async def _create_schema_in_processes(url: str, count: int) -> None:
+    """``count`` Python processes run create_schema on ``url`` at once; all must succeed."""
+    code = (
+        "import asyncio, sys; from app.db import create_engine, create_schema; "
+        "asyncio.run(create_schema(create_engine(sys.argv[1])))"
+    )
+    starters = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, url, stderr=asyncio.subprocess.PIPE
+        )
+        for _ in range(count)
+    ]
+    results = [await starter.communicate() for starter in starters]
+    errors = [err.decode()[-300:] for _, err in results if err]
+    assert [starter.returncode for starter in starters] == [0] * count, errors
+
+
 async def test_concurrent_writer_processes_lose_no_rows(tmp_path: Path) -> None:
     """Three processes insert ratings at once into one SQLite file: every row arrives."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
@@ -78,19 +95,7 @@ async def test_schema_creation_is_safe_from_several_processes_at_once(
     race ("table ... already exists") in about one round in three.
     """
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
-    code = (
-        "import asyncio, sys; from app.db import create_engine, create_schema; "
-        "asyncio.run(create_schema(create_engine(sys.argv[1])))"
-    )
-    starters = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code, url, stderr=asyncio.subprocess.PIPE
-        )
-        for _ in range(6)
-    ]
-    results = [await starter.communicate() for starter in starters]
-    errors = [err.decode()[-300:] for _, err in results if err]
-    assert [starter.returncode for starter in starters] == [0] * 6, errors
+    await _create_schema_in_processes(url, 6)
     engine = create_engine(url)
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
@@ -300,19 +305,7 @@ async def test_schema_upgrade_is_safe_from_several_processes_at_once(tmp_path: P
     """API, worker and seeder starting together on a version-1 database: all succeed and
     the upgrade happens once (a second ALTER TABLE ... ADD COLUMN would fail)."""
     url = _version_1_database(tmp_path / "v1.db")
-    code = (
-        "import asyncio, sys; from app.db import create_engine, create_schema; "
-        "asyncio.run(create_schema(create_engine(sys.argv[1])))"
-    )
-    starters = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code, url, stderr=asyncio.subprocess.PIPE
-        )
-        for _ in range(4)
-    ]
-    results = [await starter.communicate() for starter in starters]
-    errors = [err.decode()[-300:] for _, err in results if err]
-    assert [starter.returncode for starter in starters] == [0] * 4, errors
+    await _create_schema_in_processes(url, 4)
     assert await _movies_and_version(url) == (UPGRADED, str(SCHEMA_VERSION))
 
 
