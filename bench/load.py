@@ -173,6 +173,14 @@ def run_wrk(
         str(REPORT_SCRIPT),
         url,
     ]
+    done = run_wrk_process(argv, duration=duration, cpu=cpu)
+    return parse_wrk_output(done.stdout), done.stdout
+
+
+def run_wrk_process(
+    argv: list[str], *, duration: float, cpu: int | None
+) -> subprocess.CompletedProcess[str]:
+    """Run a wrk command line (pinned to ``cpu``); BenchError when it hangs or fails."""
     try:
         done = subprocess.run(  # noqa: S603 - the wrk binary with our arguments
             argv,
@@ -187,4 +195,4 @@ def run_wrk(
         raise BenchError(f"wrk did not finish {duration:.0f}s of load within 30s extra") from None
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:300]}")
-    return parse_wrk_output(done.stdout), done.stdout
+    return done

@@ -8,15 +8,14 @@ database index), once for this tree (``after``) and once for ``BEFORE_REV`` (``b
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from bench.load import read_report_line
-from bench.procs import BenchError, pin_to
+from bench.load import read_report_line, run_wrk_process
+from bench.procs import BenchError
 
 SCRIPT = Path(__file__).with_name("mixed.lua")
 WRITE_PERCENT = 10
@@ -110,20 +109,7 @@ def run_mixed(
 ) -> MixedResult:
     """Run the mixed workload for ``duration`` seconds; return what mixed.lua counted."""
     argv = mixed_argv(wrk, base_url, ids, duration=duration, connections=connections, seed=seed)
-    try:
-        done = subprocess.run(  # noqa: S603 - the wrk binary with our arguments
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=duration + 30,
-            check=False,
-            preexec_fn=pin_to(cpu),  # only sets the CPU affinity before exec
-            start_new_session=True,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish {duration:.0f}s of load within 30s extra") from None
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:300]}")
+    done = run_wrk_process(argv, duration=duration, cpu=cpu)
     try:
         return parse_mixed_output(done.stdout)
     except ValueError as exc:
