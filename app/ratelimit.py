@@ -148,7 +148,6 @@ class RateLimiter:
         one script call. The lookup is None for a refused request."""
         window_ms = self.window_seconds * 1000
         key = self._key(client, template)
-
         args: list[str | int] = [window_ms, self.limit, CACHE_ENTRY_PREFIX, digest]
         result = await self.guard.script(self._front, [key, *CACHE_KEYS], args)
         decision = decide(self.limit, self.window_seconds, int(result[0]), int(result[1]))
@@ -159,9 +158,8 @@ class RateLimiter:
         when Redis can't answer."""
         window_ms = self.window_seconds * 1000
         key = self._key(client, template)
-
         count, ttl_ms = await self.guard.script(self._script, [key], [window_ms])
-        return decide(self.limit, self.window_seconds, count, ttl_ms)
+        return decide(self.limit, self.window_seconds, int(count), int(ttl_ms))
 
 
 @dataclass(frozen=True)
