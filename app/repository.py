@@ -293,11 +293,20 @@ async def create_movie(session: AsyncSession, data: MovieIn) -> Movie:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """A replaced film, and whether its set of genres changed (which genre pages hold it)."""
+
+    movie: Movie
+    regrouped: bool
+
+
 @_one_writer_at_a_time
-async def replace_movie(session: AsyncSession, movie_id: int, data: MovieIn) -> Movie | None:
+async def replace_movie(session: AsyncSession, movie_id: int, data: MovieIn) -> Replaced | None:
     """Replace every field of a film and commit; None if it does not exist.
 
-    The UPDATE comes first, so the transaction starts with a write (see ``rate_movie``).
+    The UPDATE comes first, so the transaction starts with a write (see ``rate_movie``); the
+    old genres come back from deleting their rows, inside the same transaction.
     """
     row = (
         await session.execute(
@@ -310,11 +319,16 @@ async def replace_movie(session: AsyncSession, movie_id: int, data: MovieIn) -> 
     if row is None:
         await session.rollback()
         return None
-    await session.execute(delete(GenreRow).where(GenreRow.movie_id == movie_id))
+    old_keys = (
+        await session.scalars(
+            delete(GenreRow).where(GenreRow.movie_id == movie_id).returning(GenreRow.genre_key)
+        )
+    ).all()
     if data.genres:
         await session.execute(insert(GenreRow), _genre_rows(movie_id, data.genres))
     await session.commit()
-    return Movie(**_movie_dict(row))
+    regrouped = set(old_keys) != {genre.casefold() for genre in data.genres}
+    return Replaced(Movie(**_movie_dict(row)), regrouped)
 
 
 @_one_writer_at_a_time

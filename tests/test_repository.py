@@ -197,10 +197,12 @@ async def test_every_write_keeps_the_stored_genres_and_aggregates(engine: AsyncE
         rated = await repository.get_movie(session, movie_id)
         assert rated is not None
         assert rated.updated_at == created.updated_at  # a rating is no edit of the film
-        replaced = await repository.replace_movie(
+        result = await repository.replace_movie(
             session, movie_id, MovieIn(title="Ronin", year=1998, genres=["Thriller"])
         )
-        assert replaced is not None
+        assert result is not None
+        assert result.regrouped
+        replaced = result.movie
         assert (replaced.genres, replaced.rating_count, replaced.rating_average) == (
             ["Thriller"],
             2,
@@ -211,6 +213,11 @@ async def test_every_write_keeps_the_stored_genres_and_aggregates(engine: AsyncE
             await session.scalars(select(GenreRow.genre_key).where(GenreRow.movie_id == movie_id))
         ).all()
         assert list(keys) == ["thriller"]
+        same = await repository.replace_movie(
+            session, movie_id, MovieIn(title="Ronin", year=1998, genres=["THRILLER"])
+        )
+        assert same is not None
+        assert not same.regrouped  # the same genre, spelled differently: pages keep the film
         assert (
             await repository.rate_movie(session, movie_id + 1, RatingIn(user_id=1, score=3)) is None
         )

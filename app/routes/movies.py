@@ -162,14 +162,12 @@ async def replace_movie(
     movie_id: MovieId, data: MovieIn, session: SessionDep, services: ServicesDep
 ) -> Movie:
     """Replace every field of a film."""
-    before = await repository.get_movie(session, movie_id)
-    movie = await repository.replace_movie(session, movie_id, data)
-    if movie is None:
+    replaced = await repository.replace_movie(session, movie_id, data)
+    if replaced is None:
         raise MovieNotFound(movie_id)
     # New genres change which genre pages hold the film: the catalog's shape.
-    regrouped = before is None or before.genres != movie.genres
-    await services.cache.invalidate([movie_id], shape=regrouped)
-    return movie
+    await services.cache.invalidate([movie_id], shape=replaced.regrouped)
+    return replaced.movie
 
 
 @router.delete(
