@@ -393,11 +393,15 @@ async def rate_movie(session: AsyncSession, movie_id: int, data: RatingIn) -> Ra
     return Rating(movie_id=movie_id, user_id=data.user_id, score=data.score, rated_at=now)
 
 
+# How the column's own type (UTCDateTime on SQLite) stores a timestamp, for the raw driver path.
+_STORE_RATED_AT: Any = _RATINGS.c.rated_at.type.bind_processor(_SQLITE)
+
+
 async def _rate_on_sqlite(driver: Any, values: dict[str, Any]) -> Rating | None:
     """The rating transaction straight on aiosqlite: upsert (its implicit BEGIN takes the write
     lock), aggregates, commit - three hand-offs to its thread instead of SQLAlchemy's seven or
     so, which is how long this process's other writers wait for their turn."""
-    stored = {**values, "rated_at": _sqlite_timestamp(values["rated_at"])}
+    stored = {**values, "rated_at": _STORE_RATED_AT(values["rated_at"])}
     try:
         await driver.execute_fetchall(*_sqlite_sql(_UPSERT_RATING[False], stored))
     except sqlite3.IntegrityError:
@@ -412,11 +416,6 @@ async def _rate_on_sqlite(driver: Any, values: dict[str, Any]) -> Rating | None:
         score=values["score"],
         rated_at=values["rated_at"],
     )
-
-
-def _sqlite_timestamp(moment: datetime) -> str:
-    """An aware datetime as UTCDateTime stores it in SQLite (naive UTC, SQLAlchemy's format)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 async def user_has_ratings(session: AsyncSession, user_id: int) -> bool:
