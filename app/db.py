@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import stamina
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -157,6 +159,24 @@ def create_engine(database_url: str) -> AsyncEngine:
     return engine
 
 
+def _is_locked(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+@stamina.retry(
+    on=_is_locked,
+    attempts=None,
+    timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+    wait_initial=0.01,
+    wait_max=0.1,
+)
+def _use_wal(cursor: Any) -> None:
+    """Switch the file to WAL (once per file; later connections find it so). On a new file
+    that other processes are opening at the same moment, SQLite can answer "database is locked"
+    here without calling the busy handler: wait and try again within the busy timeout."""
+    cursor.execute("PRAGMA journal_mode=WAL")
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -164,7 +184,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # writers wait for the lock instead of failing with "database is locked".
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: WAL needs a lock
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _use_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         # A bounded page cache per connection (SQLite's default is 2 MiB): the pool keeps up to

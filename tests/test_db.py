@@ -317,3 +317,27 @@ async def test_schema_upgrade_from_two_engines_in_one_process_at_once(tmp_path: 
     for engine in engines:
         await engine.dispose()
     assert await _movies_and_version(url) == (UPGRADED, str(SCHEMA_VERSION))
+
+
+def test_switching_a_file_to_wal_waits_out_a_lock_instead_of_failing(tmp_path: Path) -> None:
+    """Another process holds the new file's lock when a connection switches it to WAL: the
+    switch is tried again until the lock is gone (SQLite may refuse it without waiting)."""
+    import sqlite3
+    import threading
+
+    from app.db import _use_wal
+
+    path = tmp_path / "fresh.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    opener = sqlite3.connect(path, isolation_level=None)
+    opener.execute("PRAGMA busy_timeout=0")  # SQLite answers "locked" at once
+    release = threading.Timer(0.2, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        _use_wal(opener.cursor())
+        assert opener.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        release.join()
+        holder.close()
+        opener.close()
