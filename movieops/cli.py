@@ -88,6 +88,7 @@ def up(
     proxy: Annotated[bool, typer.Option(help="Also start nginx in front of the API.")] = False,
     replicas: opt.Replicas = 1,
     timeout: opt.HealthBudget = None,
+    image: opt.Image = None,
 ) -> None:
     """Start the stack and wait until every service is healthy, then print its URLs.
 
@@ -106,7 +107,13 @@ def up(
 
         # The contract run's rate-limit exemption secret, handed to the API at start.
         runtime = app.runtime(token=contract.ensure_token(app.state_dir))
-        options = UpOptions(build=build, proxy=proxy, replicas=replicas)
+        if image is not None and runtime.name != "swarm":
+            raise UsageError(
+                f"--image deploys a given image to a swarm; the {runtime.name} runtime builds "
+                "its own",
+                hint="use --runtime swarm, or drop --image",
+            )
+        options = UpOptions(build=build, proxy=proxy, replicas=replicas, image=image)
         live = progress_display(app)
         with github_group("movieops up"), live as update:
             result = bring_up(
@@ -161,6 +168,49 @@ def down(
         render.print_lines(app.err, result["done"])
 
     run(ctx, "down", operation, show)
+
+
+@command(cli)
+def rollback(ctx: typer.Context, timeout: opt.HealthBudget = None) -> None:
+    """Swarm: put the app services back on their previous version, and wait until healthy.
+
+    Swarm rolls a failed update back by itself; this is for an update that deployed fine but
+    misbehaves. Exits 2 when there is nothing to roll back (no earlier version).
+    """
+
+    def operation(app: App) -> Any:
+        if app.attached:
+            raise UsageError("rollback manages a stack movieops runs; drop --api-url/--redis-url")
+        from movieops.runtime.swarm import SwarmRuntime
+        from movieops.stack import wait_healthy
+
+        runtime = app.runtime()
+        if not isinstance(runtime, SwarmRuntime):
+            raise UsageError(
+                f"rollback is for the swarm runtime; the {runtime.name} runtime has no previous "
+                "versions",
+                hint="movieops --runtime swarm rollback",
+            )
+        rolled = runtime.rollback()
+        live = progress_display(app)
+        with github_group("movieops rollback"), live as update:
+            wait_healthy(
+                runtime,
+                timeout or app.cli_settings.health_timeout,
+                app.stack.worker_health_check_seconds,
+                update,
+                watch_rollout=False,
+            )
+        return {"runtime": runtime.name, "rolled_back": rolled, "services": runtime.status()}
+
+    def show(app: App, result: Any) -> None:
+        from movieops import render
+
+        render.print_lines(
+            app.err, [f"rolled back {', '.join(result['rolled_back'])}; every service is healthy"]
+        )
+
+    run(ctx, "rollback", operation, show)
 
 
 @command(cli)

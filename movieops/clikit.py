@@ -134,7 +134,7 @@ RuntimeOption = Annotated[
     str | None,
     typer.Option(
         "--runtime",
-        help="auto (compose if Docker answers, else local), compose or local.",
+        help="auto (compose if Docker answers, else local), compose, swarm or local.",
         show_default="auto",
     ),
 ]

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     JOB_FAILED = 7  # a background job ended in failure
     JOB_TIMEOUT = 8  # waited for a job longer than --timeout
     NOT_RUNNING = 9  # the stack is not running, or an --api-url/--redis-url is unreachable
+    ROLLED_BACK = 10  # swarm: the update failed and Swarm rolled the services back
 
 
 class MovieOpsError(Exception):
@@ -81,6 +82,14 @@ class Unhealthy(MovieOpsError):
     code = "unhealthy"
     retryable = True
     default_next_command = "movieops logs"
+
+
+class RolledBack(Unhealthy):
+    """Swarm rolled an update back: its new tasks failed (the previous version runs again)."""
+
+    exit_code = ExitCode.ROLLED_BACK
+    code = "rolled_back"
+    retryable = False
 
 
 class ContractFailed(MovieOpsError):

@@ -17,6 +17,13 @@ Volumes = Annotated[
     bool, typer.Option("--volumes", "-v", help="Also delete the database and Redis data.")
 ]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting data.")]
+Image = Annotated[
+    str | None,
+    typer.Option(
+        help="Swarm: deploy this app image (a registry reference on multi-node swarms) "
+        "instead of building one; a new image is a rolling update.",
+    ),
+]
 
 # --- logs ------------------------------------------------------------------------------------
 Follow = Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")]

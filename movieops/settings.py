@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.config import Settings, SettingsError, load_settings
 from movieops.errors import ConfigError
 
-RuntimeName = Literal["auto", "compose", "local"]
+RuntimeName = Literal["auto", "compose", "swarm", "local"]
 
 
 class CliSettings(BaseSettings):
@@ -21,7 +21,7 @@ class CliSettings(BaseSettings):
         env_prefix="MOVIEOPS_", env_file=".env", extra="ignore", frozen=True
     )
 
-    runtime: RuntimeName = Field(default="auto", description="auto, compose or local.")
+    runtime: RuntimeName = Field(default="auto", description="auto, compose, swarm or local.")
     api_url: str | None = Field(default=None, description="Attach to this API instead.")
     redis_url: str | None = Field(default=None, description="Attach to this Redis instead.")
     state_dir: Path = Field(
@@ -29,6 +29,11 @@ class CliSettings(BaseSettings):
     )
     compose_project: str = Field(
         default="movieops", pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Compose project name."
+    )
+    swarm_stack: str = Field(
+        default="movieops",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,29}$",
+        description="Swarm stack name (--runtime swarm).",
     )
     api_port: int = Field(default=8000, ge=1, le=65_535, description="Published API port.")
     proxy_port: int = Field(default=8080, ge=1, le=65_535, description="Published proxy port.")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from movieops.errors import MovieOpsError, PreflightFailed, Unhealthy
+from movieops.errors import MovieOpsError, PreflightFailed, RolledBack, Unhealthy
 from movieops.output import jsonable
 from movieops.runtime import Check, Endpoints, Runtime, ServiceState, UpOptions
 from movieops.waiting import wait_until
@@ -112,6 +112,8 @@ def wait_healthy(
     budget_seconds: float,
     worker_interval: int,
     on_progress: Callable[[list[ServiceProgress]], None],
+    *,
+    watch_rollout: bool = True,
 ) -> list[ServiceProgress]:
     """Wait until every service is healthy; each has ``budget_seconds`` from the start.
 
@@ -125,6 +127,14 @@ def wait_healthy(
     first_restarts: dict[str, int] = {}
 
     def poll() -> list[ServiceProgress] | None:
+        abandoned = runtime.rollout_failure() if watch_rollout else None
+        if abandoned is not None:
+            service, why = abandoned
+            raise RolledBack(
+                f"the update of {service} was rolled back: {why}",
+                hint="the previous version runs again; movieops logs shows why the new one failed",
+                data={"blocked": service, "services": list(progress.values())},
+            )
         by_service: dict[str, list[ServiceState]] = {}
         crashing: dict[str, int] = {}
         for state in runtime.status():
@@ -275,7 +285,7 @@ def bring_up(
                 last_logs = list(runtime.logs([blocked], 15, None, False))
         health = runtime.health_log(blocked) if blocked else ""
         cause = last_exception(last_logs)
-        raise Unhealthy(
+        raise type(exc)(
             f"{exc.message}: {cause}" if cause else exc.message,
             hint=f"failure bundle saved in {bundle}",
             next_command=f"movieops logs {blocked}" if blocked else "movieops logs",

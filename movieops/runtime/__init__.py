@@ -1,4 +1,4 @@
-"""Ways of running the stack: Docker Compose, or the embedded local runtime.
+"""Ways of running the stack: Docker Compose, Docker Swarm, or the embedded local runtime.
 
 Both answer the same questions (status, logs, endpoints) and take the same orders (start, stop),
 so every command above them works the same on either.
@@ -67,6 +67,7 @@ class UpOptions:
     proxy: bool = False
     replicas: int = 1
     services: list[str] = field(default_factory=list)
+    image: str | None = None  # swarm: deploy this image instead of building one
 
 
 class Runtime(Protocol):
@@ -74,7 +75,7 @@ class Runtime(Protocol):
 
     @property
     def name(self) -> str:
-        """compose or local."""
+        """compose, swarm or local."""
         ...
 
     @property
@@ -114,4 +115,9 @@ class Runtime(Protocol):
 
     def versions(self) -> dict[str, str]:
         """Versions of the runtime's tools (for failure bundles)."""
+        ...
+
+    def rollout_failure(self) -> tuple[str, str] | None:
+        """(service, why) when the update `start` began was abandoned by the orchestrator
+        (Swarm rolled it back), else None. Runtimes without rolling updates return None."""
         ...

@@ -362,3 +362,7 @@ class ComposeRuntime:
             }
         except DockerException as exc:
             raise PreflightFailed(_first_line(exc)) from None
+
+    def rollout_failure(self) -> tuple[str, str] | None:
+        """Never: this runtime has no rolling updates to abandon."""
+        return None

@@ -514,6 +514,10 @@ class LocalRuntime:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-20:])
 
+    def rollout_failure(self) -> tuple[str, str] | None:
+        """Never: this runtime has no rolling updates to abandon."""
+        return None
+
     def versions(self) -> dict[str, str]:
         """Python, supervisord and valkey versions."""
         import supervisor.options

@@ -41,7 +41,8 @@ def docker_problem() -> str | None:
 def choose(
     asked: str, project_dir: Path, state_dir: Path, say: Callable[[str], None]
 ) -> tuple[str, bool]:
-    """compose or local: ``asked`` unless auto, then the one `up` remembered, else detected;
+    """compose, swarm or local: ``asked`` unless auto, then the one `up` remembered, else
+    detected (never swarm: deploying to a swarm is always asked for);
     and whether Docker was just found working (so nobody needs to ask it again)."""
     if asked != "auto":
         return asked, False
@@ -71,6 +72,18 @@ def select_runtime(
     DockerUnavailable when compose is asked for (or remembered) and no engine answers.
     """
     choice, docker_checked = choose(settings.runtime, project_dir, state_dir, say)
+    if choice == "swarm":
+        from movieops.runtime.swarm import SwarmRuntime
+
+        problem = engine_unreachable()  # the rest (a swarm manager?) is up's preflight
+        if problem:
+            raise DockerUnavailable(
+                f"the swarm runtime needs Docker: {problem}",
+                hint="start Docker, or use --runtime local (the embedded runtime)",
+            )
+        return SwarmRuntime(
+            project_dir, settings.swarm_stack, state_dir, settings.proxy_port, token=token
+        )
     if choice == "compose":
         problem = None if docker_checked else docker_problem()
         if problem:
