@@ -22,7 +22,7 @@ import pytest
 import redis
 from python_on_whales import DockerClient
 
-from movieops.runtime.compose import docker_problem
+from movieops.whales import docker_problem
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

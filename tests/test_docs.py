@@ -21,7 +21,11 @@ from movieops.cli import cli
 from scripts.sync_docs import render_env_example, render_routes_table, render_settings_table
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "runbooks" / "compose.md"]
+DOCUMENTS = [
+    ROOT / "README.md",
+    ROOT / "docs" / "runbooks" / "compose.md",
+    ROOT / "docs" / "runbooks" / "swarm.md",
+]
 UV_RUN_TOOLS = {"pytest", "ruff", "mypy", "arq"}
 
 

@@ -39,6 +39,7 @@ MEANINGS = {
     ExitCode.JOB_FAILED: "a job failed",
     ExitCode.JOB_TIMEOUT: "waited too long for a job",
     ExitCode.NOT_RUNNING: "not running",
+    ExitCode.ROLLED_BACK: "rolled back",
 }
 
 
@@ -59,9 +60,9 @@ def test_exit_codes_have_no_aliases() -> None:
 
 
 def test_the_readme_table_is_the_exit_code_enum() -> None:
-    """Codes 0-9, each with the meaning its ExitCode member names."""
+    """Codes 0-10, each with the meaning its ExitCode member names."""
     table = _readme_exit_codes()
-    assert sorted(table) == [code.value for code in ExitCode] == list(range(10))
+    assert sorted(table) == [code.value for code in ExitCode] == list(range(11))
     for code in ExitCode:
         assert table[code].startswith(MEANINGS[code]), (code, table[code])
 
@@ -83,6 +84,7 @@ def test_each_error_class_exits_with_its_own_documented_code() -> None:
         "DockerUnavailable": (ExitCode.DOCKER_UNAVAILABLE, "docker_unavailable"),
         "PreflightFailed": (ExitCode.PREFLIGHT_FAILED, "preflight_failed"),
         "Unhealthy": (ExitCode.UNHEALTHY, "unhealthy"),
+        "RolledBack": (ExitCode.ROLLED_BACK, "rolled_back"),
         "ContractFailed": (ExitCode.CONTRACT_FAILED, "contract_failed"),
         "JobFailed": (ExitCode.JOB_FAILED, "job_failed"),
         "JobTimeout": (ExitCode.JOB_TIMEOUT, "job_timeout"),

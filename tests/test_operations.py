@@ -303,7 +303,7 @@ def test_docker_questions_it_cannot_settle_are_left_to_docker(tmp_path: Path) ->
 def test_no_docker_command_means_no_compose_runtime(tmp_path: Path) -> None:
     """Without a docker command on PATH the reason is plain, not a python-on-whales traceback."""
     from movieops.dockerhost import engine_unreachable
-    from movieops.runtime.compose import docker_problem
+    from movieops.whales import docker_problem
 
     assert engine_unreachable({"PATH": str(tmp_path)}) == "the docker command is not installed"
     with pytest.MonkeyPatch.context() as patch:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from movieops.runtime.swarm import log_line, task_rows
-from movieops.runtime.swarmfile import SECRET_PLACEHOLDER, StackFileError, stack_file
+from movieops.swarmfile import SECRET_PLACEHOLDER, StackFileError, stack_file
 
 
 def _config(tmp_path: Path) -> dict[str, Any]:

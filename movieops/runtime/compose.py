@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from python_on_whales import DockerClient
-from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import run
 
@@ -19,36 +18,12 @@ from movieops.errors import DockerUnavailable, PreflightFailed, Unhealthy
 from movieops.ports import held_by_stack, holder_of, port_check
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 from movieops.secrets import ensure_secret, private_dir, redact_url, write_private
+from movieops.whales import COMPOSE_FILE, REDIS_PASSWORD_FILE, docker_problem
+from movieops.whales import first_line as _first_line
 
-COMPOSE_FILE = "compose.yaml"
 REPLICAS_FILE = "compose.replicas.yaml"
 MODE_FILE = "compose-mode.json"
 ENV_FILE = "compose.env"
-# The Redis password of the compose stack: generated once (hex, 0600) in the state directory.
-REDIS_PASSWORD_FILE = "redis.password"  # noqa: S105 (a file name, not a password)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "stderr", "") or exc).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    return (lines[-1] if lines else type(exc).__name__)[:300]
-
-
-def docker_problem(client: DockerClient | None = None) -> str | None:
-    """Why the compose runtime cannot be used here, or None when it can."""
-    client = client or DockerClient()
-    try:
-        client.info()
-    except DockerException as exc:
-        return f"no Docker engine answers: {_first_line(exc)}"
-    except (FileNotFoundError, ClientNotFoundError):
-        return "the docker command is not installed"
-    try:
-        if not client.compose.is_installed():
-            return "the Docker Compose plugin is not installed"
-    except DockerException as exc:
-        return f"docker compose does not work: {_first_line(exc)}"
-    return None
 
 
 @dataclass

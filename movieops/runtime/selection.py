@@ -33,7 +33,7 @@ def docker_problem() -> str | None:
     problem = engine_unreachable()
     if problem is not None:
         return problem
-    from movieops.runtime.compose import docker_problem as ask_docker
+    from movieops.whales import docker_problem as ask_docker
 
     return ask_docker()
 

@@ -26,9 +26,10 @@ from python_on_whales.utils import run, stream_stdout_and_stderr
 from movieops.errors import DockerUnavailable, PreflightFailed, Unhealthy, UsageError
 from movieops.ports import held_by_stack, holder_of, port_check
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
-from movieops.runtime.compose import COMPOSE_FILE, REDIS_PASSWORD_FILE, docker_problem
-from movieops.runtime.swarmfile import SECRET_PLACEHOLDER, StackFileError, stack_file
 from movieops.secrets import ensure_secret, private_dir, read_secret, write_private
+from movieops.swarmfile import SECRET_PLACEHOLDER, StackFileError, stack_file
+from movieops.whales import COMPOSE_FILE, REDIS_PASSWORD_FILE, docker_problem
+from movieops.whales import first_line as _first_line
 
 SWARM_FILE = "compose.swarm.yaml"
 STACK_FILE = "swarm-stack.json"
@@ -45,12 +46,6 @@ ROLLED_BACK = {"rollback_started", "rollback_completed", "rollback_paused"}
 DOWN_TIMEOUT_SECONDS = 60.0
 _TASK_NAME = re.compile(r"^(?P<service>.+?)\.(?P<slot>[^.]+)(?:\.(?P<task>\w+))?$")
 _LOG_PREFIX = re.compile(r"^(?P<service>[\w-]+)\.(?P<slot>\w+)(?:\.\w+)?@[^|]*\|\s?")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "stderr", "") or exc).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
 def swarm_problem(client: DockerClient | None = None) -> str | None:

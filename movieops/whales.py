@@ -1,0 +1,37 @@
+"""What the Docker runtimes share: asking python-on-whales whether Docker works, and the one
+line of a Docker error worth showing."""
+
+from __future__ import annotations
+
+from python_on_whales import DockerClient
+from python_on_whales.client_config import ClientNotFoundError
+from python_on_whales.exceptions import DockerException
+
+COMPOSE_FILE = "compose.yaml"
+# The Redis password of a Docker stack: generated once (hex, 0600) in the state directory.
+REDIS_PASSWORD_FILE = "redis.password"  # noqa: S105 (a file name, not a password)
+
+
+def first_line(exc: BaseException) -> str:
+    """The last non-empty line of a Docker error (its stderr when it has one), at most 300
+    characters: where the docker CLI says what went wrong."""
+    text = str(getattr(exc, "stderr", "") or exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def docker_problem(client: DockerClient | None = None) -> str | None:
+    """Why Docker with the Compose plugin cannot be used here, or None when it can."""
+    client = client or DockerClient()
+    try:
+        client.info()
+    except DockerException as exc:
+        return f"no Docker engine answers: {first_line(exc)}"
+    except (FileNotFoundError, ClientNotFoundError):
+        return "the docker command is not installed"
+    try:
+        if not client.compose.is_installed():
+            return "the Docker Compose plugin is not installed"
+    except DockerException as exc:
+        return f"docker compose does not work: {first_line(exc)}"
+    return None
