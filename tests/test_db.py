@@ -101,14 +101,15 @@ async def test_generated_data_set_is_large_and_deterministic(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("round_", range(3))
 async def test_schema_creation_is_safe_from_several_processes_at_once(
-    database_url: str, round_: int
+    tmp_path: Path, round_: int
 ) -> None:
-    """Several upgraders may run together on a fresh database: all succeed.
+    """Several upgraders may run together on a fresh SQLite file: all succeed (PostgreSQL:
+    tests/test_migrations.py).
 
     Without one locked transaction around the whole create, this lost the per-table
     race ("table ... already exists") in about one round in three.
     """
-    url = database_url
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
     await _create_schema_in_processes(url, 6)
     engine = create_engine(url)
     async with engine.connect() as conn:
