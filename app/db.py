@@ -14,7 +14,6 @@ from typing import Any
 import stamina
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
@@ -57,6 +56,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 BASELINE_REVISION = "0001"
 #: PostgreSQL advisory lock keys (any 64-bit numbers, fixed): one upgrader at a time.
 MIGRATION_LOCK_KEY = 0x6D6F7669_65000001
+ALEMBIC_VERSION_TABLE = "alembic_version"
 #: How often a process waiting for the schema looks at its revision.
 SCHEMA_POLL_SECONDS = 0.5
 #: Films per statement when aggregates are recomputed for a list of ids (SQLite's variable limit).
@@ -259,7 +259,12 @@ def head_revision() -> str:
 
 
 def _current_revision(sync_conn: Connection) -> str | None:
-    return MigrationContext.configure(sync_conn).get_current_revision()
+    # Read directly rather than through Alembic's MigrationContext, which logs a line at INFO
+    # each time (readiness probes ask often).
+    if not inspect(sync_conn).has_table(ALEMBIC_VERSION_TABLE):
+        return None
+    found = sync_conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return None if found is None else str(found)
 
 
 def _upgrade_to_head(sync_conn: Connection) -> str:
