@@ -231,6 +231,11 @@ class Settings(BaseSettings):
         """MOVIE_REDIS_URL with MOVIE_REDIS_PASSWORD in it when the URL has none."""
         return _with_password(self.redis_url, self.redis_password)
 
+    @field_validator("database_password", "redis_password", "secrets_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("secrets_dir")
     @classmethod
     def _check_secrets_dir(cls, value: Path | None) -> Path | None:

@@ -66,13 +66,15 @@ def test_uvicorn_serves_app_main_app_with_settings_from_the_environment(
 ) -> None:
     """`uvicorn app.main:app` serves the API built from MOVIE_* (password-protected Redis)."""
     port = free_port()
-    server = _uvicorn(
-        port,
-        {
-            "MOVIE_REDIS_URL": valkey.url,
-            "MOVIE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'movies.db'}",
-        },
+    env = {
+        "MOVIE_REDIS_URL": valkey.url,
+        "MOVIE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'movies.db'}",
+    }
+    # The deploy's migration step first: the API waits for the schema it creates.
+    subprocess.run(
+        [sys.executable, "-m", "app.migrate"], env={**os.environ, **env}, check=True, cwd=ROOT
     )
+    server = _uvicorn(port, env)
     try:
         deadline = time.monotonic() + 60
         while True:
