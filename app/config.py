@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -29,11 +38,34 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default="sqlite+aiosqlite:///./.movieops/movies.db",
-        description="SQLAlchemy async URL of the database (SQLite file by default).",
+        description="SQLAlchemy async URL of the database (SQLite file by default, or "
+        "postgresql+asyncpg://user@host:5432/db).",
+    )
+    database_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the database user, used when MOVIE_DATABASE_URL carries none "
+        "(a password in the URL wins).",
     )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         description="Redis (or Valkey) URL for rate limits, cache, idempotency and jobs.",
+    )
+    redis_password: SecretStr | None = Field(
+        default=None,
+        description="Redis password, used when MOVIE_REDIS_URL carries none (a password in the "
+        "URL wins).",
+    )
+    secrets_dir: Path | None = Field(
+        default=None,
+        description="Directory whose files hold MOVIE_* values, each named after the lower-case "
+        "variable (Docker secrets: /run/secrets/movie_redis_password); the environment wins.",
+    )
+    schema_wait_seconds: float = Field(
+        default=60,
+        ge=0,
+        le=3_600,
+        description="How long the API and the worker wait at start-up for the database to reach "
+        "the schema revision they need (`python -m app.migrate` upgrades it) before exiting.",
     )
     rate_limit_per_minute: int = Field(
         default=20, ge=1, le=1_000_000, description="Requests per client and path per window."
@@ -175,6 +207,42 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, ge=1, le=65_535, description="Port the API listens on.")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then ``.env``, then MOVIE_SECRETS_DIR's files."""
+        directory = init_settings().get("secrets_dir") or _secrets_dir_from_env()
+        sources = [init_settings, env_settings, dotenv_settings]
+        if directory is not None:
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=Path(directory)))
+        return tuple(sources)
+
+    def database_connect_url(self) -> str:
+        """MOVIE_DATABASE_URL with MOVIE_DATABASE_PASSWORD in it when the URL has none."""
+        return _with_password(self.database_url, self.database_password)
+
+    def redis_connect_url(self) -> str:
+        """MOVIE_REDIS_URL with MOVIE_REDIS_PASSWORD in it when the URL has none."""
+        return _with_password(self.redis_url, self.redis_password)
+
+    @field_validator("database_password", "redis_password", "secrets_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("secrets_dir")
+    @classmethod
+    def _check_secrets_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{str(value)!r} is not a directory")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
@@ -226,6 +294,23 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://", "valkey://")):
             raise ValueError("expected a URL such as redis://127.0.0.1:6379/0")
         return value
+
+
+def _secrets_dir_from_env() -> str | None:
+    """MOVIE_SECRETS_DIR, read before the other settings (it says where some of them are)."""
+    return os.environ.get("MOVIE_SECRETS_DIR") or None
+
+
+def _with_password(url: str, password: SecretStr | None) -> str:
+    """``url`` with ``password`` as its userinfo password, unless it has one or none is given."""
+    if password is None:
+        return url
+    parts = urlsplit(url)
+    if parts.password is not None or not parts.netloc or parts.hostname is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    secret = quote(password.get_secret_value(), safe="")
+    return urlunsplit(parts._replace(netloc=f"{user}:{secret}@{host}"))
 
 
 def load_settings_or_exit() -> Settings:

@@ -1,14 +1,20 @@
-"""Database tables and engine: SQLAlchemy 2 (async), SQLite in WAL mode by default."""
+"""Database tables and engine: SQLAlchemy 2 (async), SQLite in WAL mode by default, or
+PostgreSQL; the schema's revision and its upgrade through Alembic (app/migrations)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import stamina
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -23,9 +29,11 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -42,6 +50,15 @@ SQLITE_CACHE_KIB = 512
 #: and its rating aggregates (count and sum), so a page needs neither a join nor a GROUP BY.
 SCHEMA_VERSION = 2
 SCHEMA_VERSION_KEY = "schema_version"
+#: Alembic's scripts; revision 0001 is schema version 2 exactly as create_schema made it.
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: The revision a database made before migrations (schema version 2) is stamped with.
+BASELINE_REVISION = "0001"
+#: PostgreSQL advisory lock keys (any 64-bit numbers, fixed): one upgrader at a time.
+MIGRATION_LOCK_KEY = 0x6D6F7669_65000001
+ALEMBIC_VERSION_TABLE = "alembic_version"
+#: How often a process waiting for the schema looks at its revision.
+SCHEMA_POLL_SECONDS = 0.5
 #: Films per statement when aggregates are recomputed for a list of ids (SQLite's variable limit).
 _REFRESH_BATCH = 500
 
@@ -199,33 +216,104 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables and upgrade older ones: idempotent, and safe when the API and
-    worker start together.
+async def create_schema(engine: AsyncEngine) -> str:
+    """Upgrade the database to the head revision and return it: idempotent, and safe when
+    several processes (``python -m app.migrate`` of several deploys) run it at once.
 
-    When every table exists at the current ``SCHEMA_VERSION`` this only reads, so it never
-    waits for another process's write transaction. Otherwise, on SQLite, the whole
-    check-create-upgrade runs inside one ``BEGIN IMMEDIATE`` transaction, so processes
-    starting together take turns (``busy_timeout`` makes the others wait) instead of racing
-    table by table: the sqlite3 module would autocommit each ``CREATE TABLE``, and a second
-    process could see some of the first one's tables and not others. The one that gets the
-    lock second finds the version recorded and changes nothing. (PostgreSQL runs DDL in the
-    transaction; concurrent starters there are the PostgreSQL issue's to serialise.)
+    When the database is at the head revision this only reads. Otherwise the whole
+    check-adopt-upgrade runs in one transaction that the upgraders take in turns: on SQLite a
+    ``BEGIN IMMEDIATE`` (``busy_timeout`` makes the others wait), on PostgreSQL a transaction
+    holding an advisory lock (its DDL is transactional too). The one that gets the lock second
+    finds the head revision recorded and changes nothing. A database made before migrations
+    by the old ``create_schema`` is adopted: upgraded in place to schema version 2 as before,
+    then stamped as revision 0001.
     """
+    head = head_revision()
     async with engine.connect() as conn:
-        if await conn.run_sync(_schema_is_current):
-            return
+        if await conn.run_sync(_current_revision) == head:
+            return head
         await conn.rollback()
         if engine.dialect.name == "sqlite":
             await conn.exec_driver_sql("BEGIN IMMEDIATE")
-        await conn.run_sync(_create_or_upgrade)
+        elif engine.dialect.name == "postgresql":
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
+        revision = await conn.run_sync(_upgrade_to_head)
         await conn.commit()
+    return revision
 
 
-def _schema_is_current(sync_conn: Connection) -> bool:
-    if not set(Base.metadata.tables) <= set(inspect(sync_conn).get_table_names()):
-        return False
-    return _recorded_version(sync_conn) >= SCHEMA_VERSION
+def _alembic_config(sync_conn: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = sync_conn
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this build's migrations know (what its code needs)."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None  # app/migrations always holds revision 0001
+    return head
+
+
+def _current_revision(sync_conn: Connection) -> str | None:
+    # Read directly rather than through Alembic's MigrationContext, which logs a line at INFO
+    # each time (readiness probes ask often).
+    if not inspect(sync_conn).has_table(ALEMBIC_VERSION_TABLE):
+        return None
+    found = sync_conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return None if found is None else str(found)
+
+
+def _upgrade_to_head(sync_conn: Connection) -> str:
+    """Inside the locked transaction: adopt a pre-migration database, then upgrade to head."""
+    config = _alembic_config(sync_conn)
+    if _current_revision(sync_conn) is None and "movies" in inspect(sync_conn).get_table_names():
+        _create_or_upgrade(sync_conn)  # version 1 -> 2 in place, as create_schema did
+        command.stamp(config, BASELINE_REVISION)
+    command.upgrade(config, "head")
+    revision = _current_revision(sync_conn)
+    assert revision is not None
+    return revision
+
+
+async def schema_revision(engine: AsyncEngine) -> str | None:
+    """The database's schema revision (None: not migrated yet)."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current_revision)
+
+
+class SchemaNotReady(Exception):
+    """The database is not at the revision this build needs; the message says what to run."""
+
+
+async def wait_for_schema(engine: AsyncEngine, timeout_seconds: float) -> str:
+    """Wait until the database is at this build's head revision and return it; raise
+    :class:`SchemaNotReady` after ``timeout_seconds`` (``python -m app.migrate`` upgrades it,
+    once per deploy: replicas never race to migrate).
+
+    An unreachable database counts as not ready yet, until the deadline.
+    """
+    head = head_revision()
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        current: str | None = None
+        reachable = True
+        try:
+            current = await schema_revision(engine)
+        except (OSError, SQLAlchemyError):
+            reachable = False
+        if current == head:
+            return head
+        if time.monotonic() >= deadline:
+            found = current or ("none" if reachable else "unknown (database unreachable)")
+            raise SchemaNotReady(
+                f"database schema is at revision {found}, this build needs {head}: "
+                "run `python -m app.migrate`"
+            )
+        await asyncio.sleep(SCHEMA_POLL_SECONDS)
 
 
 def _recorded_version(sync_conn: Connection) -> int:

@@ -22,7 +22,7 @@ from app.accesslog import AccessLogMiddleware
 from app.bodylimit import BodyLimitMiddleware
 from app.cache import ResponseCache
 from app.config import Settings, load_settings_or_exit
-from app.db import create_engine, create_schema, session_factory
+from app.db import create_engine, session_factory, wait_for_schema
 from app.deps import Services
 from app.idempotency import IdempotencyMiddleware
 from app.identity import IdentityMiddleware
@@ -31,7 +31,6 @@ from app.ratelimit import RateLimiter, RateLimitMiddleware
 from app.redisguard import RedisGuard
 from app.responses import bounded_errors
 from app.routes import health, jobs, movies, ratings, recommendations
-from app.seed import seed_demo_catalog
 
 log = logging.getLogger("app")
 
@@ -56,7 +55,7 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for ``settings`` (nothing connects until start-up)."""
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_connect_url())
     guard = RedisGuard.from_settings(settings)
     services = Services(
         settings=settings,
@@ -68,12 +67,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await create_schema(engine)
-        if settings.seed_demo_data:
-            added = await seed_demo_catalog(engine)
-            if added:
-                log.info("seeded the catalog with %d films", added)
-                await services.cache.invalidate(shape=True)
+        # The schema is the migration step's (python -m app.migrate), run once per deploy:
+        # replicas only wait for the revision this code needs (SchemaNotReady past the wait).
+        revision = await wait_for_schema(engine, settings.schema_wait_seconds)
+        log.info("database schema at revision %s", revision)
         if settings.gc_freeze:
             # Start-up objects (routes, schemas, SQLAlchemy's metadata, pydantic validators)
             # live as long as the process: frozen, full collections stop rescanning them.

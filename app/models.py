@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    StringConstraints,
+    field_validator,
+)
 
 from app.constants import MAX_DB_ID
 
@@ -124,11 +131,19 @@ class Check(BaseModel):
     latency_ms: float | None = None
 
 
+class DatabaseCheck(Check):
+    """The database's readiness, with its schema revision."""
+
+    revision: str | None = Field(
+        default=None, description="The database's schema revision (Alembic); null if unknown."
+    )
+
+
 class Readiness(BaseModel):
     """Readiness of every dependency."""
 
     status: str = Field(description="ready or unavailable")
-    checks: dict[str, Check]
+    checks: dict[str, SerializeAsAny[Check]]
 
 
 class RecommendedMovie(BaseModel):

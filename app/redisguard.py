@@ -146,7 +146,7 @@ class RedisGuard:
         its connection (redis-py closes a connection whose command was cancelled).
         """
         pool = ConnectionPool.from_url(
-            settings.redis_url,
+            settings.redis_connect_url(),
             socket_timeout=None,
             socket_connect_timeout=settings.redis_connect_timeout_ms / 1000,
             retry_on_timeout=False,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -115,6 +115,8 @@ GENERATED_GENRES = (
 
 _BATCH = 5_000
 SEEDED_MARKER = "demo_catalog_seeded_at"
+#: PostgreSQL advisory lock key that seeders of one database take in turn.
+SEED_LOCK_KEY = 0x6D6F7669_65000002
 
 #: The demo ratings: users 1..DEMO_USERS, each rating DEMO_RATINGS_PER_USER films, generated
 #: from DEMO_RATINGS_SEED (the same data on every fresh database).
@@ -187,6 +189,12 @@ async def seed_demo_catalog(engine: AsyncEngine, *, with_ratings: bool = True) -
     """
     sessions = session_factory(engine)
     async with sessions() as session:
+        if engine.dialect.name == "postgresql":
+            # Seeders take turns (the lock ends with the transaction): the second one finds
+            # the marker. Without it both would insert films, burning the ids of the loser's.
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEED_LOCK_KEY}
+            )
         if await _seeded(session) or await count_movies(session) > 0:
             return 0
         # Several API replicas may start on one fresh database: the marker row's primary key
@@ -279,6 +287,12 @@ async def load_generated(
             await conn.execute(insert(MovieRow), movie_rows[start : start + _BATCH])
         for start in range(0, len(genre_rows), _BATCH):
             await conn.execute(insert(GenreRow), genre_rows[start : start + _BATCH])
+        if conn.dialect.name == "postgresql" and movie_rows:
+            # Explicit ids leave the id sequence behind: move it past them for later inserts.
+            await conn.exec_driver_sql(
+                "SELECT setval(pg_get_serial_sequence('movies', 'id'), "
+                "(SELECT MAX(id) FROM movies))"
+            )
 
         ids = list(movie_genres)
         by_genre: dict[str, list[int]] = {}
@@ -314,7 +328,7 @@ async def load_generated(
 
 async def _main(movies: int, ratings: int, users: int) -> None:
     settings = load_settings()
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_connect_url())
     try:
         await create_schema(engine)
         added_movies, added_ratings = await load_generated(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import Any, ClassVar, cast
 
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from app.config import Settings, load_settings_or_exit
+from app.db import SchemaNotReady
 from app.logs import configure_logging
 from app.main import create_app
+from app.migrate import require_schema
 
 MAX_HEADER_BYTES = 65_536
 """Largest request line plus headers; httptools itself buffers a header of any size."""
@@ -136,6 +139,13 @@ def serve(settings: Settings) -> None:
 
 
 def main() -> int:
-    """Entry point: read settings once, refuse to start on invalid ones."""
-    serve(load_settings_or_exit())
+    """Entry point: read settings once, refuse to start on invalid ones or before the database
+    is at the schema revision this build needs."""
+    settings = load_settings_or_exit()
+    try:
+        require_schema(settings)
+    except SchemaNotReady as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    serve(settings)
     return 0

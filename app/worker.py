@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,9 +37,10 @@ from app.constants import (
     catch_up_job_id,
     wake_key,
 )
-from app.db import create_engine, create_schema
+from app.db import SchemaNotReady, create_engine, wait_for_schema
 from app.jobcodec import CODEC
 from app.logs import configure_logging
+from app.migrate import require_schema
 from app.refresh import refresh_user, refresh_users, users_needing_refresh
 
 log = logging.getLogger("app.worker")
@@ -227,8 +229,9 @@ def build_worker_settings(settings: Settings) -> type:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
         ctx["top_n"] = RECOMMENDATIONS_PER_USER
-        ctx["engine"] = create_engine(settings.database_url)
-        await create_schema(ctx["engine"])
+        ctx["engine"] = create_engine(settings.database_connect_url())
+        # The schema is the migration step's (python -m app.migrate): wait for its revision.
+        await wait_for_schema(ctx["engine"], settings.schema_wait_seconds)
         await catch_up(ctx)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
@@ -245,7 +248,7 @@ def build_worker_settings(settings: Settings) -> type:
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": RedisSettings.from_dsn(settings.redis_connect_url()),
         # Jobs and results as JSON: a job record someone else wrote into Redis is refused
         # (the job fails with DeserializationError), never unpickled.
         **CODEC,
@@ -289,7 +292,12 @@ def main() -> int:
     """Entry point: settings once, then serve."""
     settings = load_settings_or_exit()
     configure_logging(settings.log_level)
-    serve(settings)
+    try:
+        require_schema(settings)
+        serve(settings)
+    except SchemaNotReady as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

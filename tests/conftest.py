@@ -1,11 +1,18 @@
-"""Fixtures with real services: a valkey-server for the session, a fresh database per test."""
+"""Fixtures with real services: a valkey-server and (for ``postgres`` tests) a PostgreSQL
+server for the session, a fresh database per test."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import itertools
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -15,9 +22,11 @@ from redis.asyncio import Redis
 
 from app.config import Settings
 from app.main import create_app
-from tests.support import ValkeyProcess
+from app.migrate import migrate
+from tests.support import ValkeyProcess, free_port
 
 CLIENT_IP = "203.0.113.7"
+T = TypeVar("T")
 
 
 class ExternalRedis(ValkeyProcess):
@@ -79,9 +88,19 @@ def make_settings(tmp_path: Path, valkey: ValkeyProcess) -> Callable[..., Settin
             "_env_file": None,
         }
         values.update(overrides)
-        return Settings(**values)
+        built = Settings(**values)
+        # The API and the worker wait for a migrated database: migrate (and seed, if asked)
+        # as the deploy's migration step would.
+        run_coroutine(migrate(built))
+        return built
 
     return build
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion from sync code, even inside a running event loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 @pytest.fixture
@@ -104,6 +123,93 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+PG_BIN = Path(os.environ.get("MOVIEOPS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL server: its own cluster in a temporary directory (owned by the
+    ``postgres`` user when run as root, as initdb and postgres refuse root), a unix socket in
+    that directory and 127.0.0.1 on a free port, no durability (fsync off: tests only)."""
+
+    USER = "movie"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="pg-test-"))
+        self._names = itertools.count(1)
+
+    def _run(self, *argv: str) -> None:
+        command = [str(PG_BIN / argv[0]), *argv[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        """initdb and start the server; return once it accepts connections."""
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        data = self.dir / "data"
+        self._run("initdb", "-D", str(data), "-A", "trust", "-U", self.USER, "-E", "UTF8")
+        self._run(
+            "pg_ctl", "-D", str(data), "-l", str(self.dir / "log"), "-w", "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop the server and delete its cluster."""
+        try:
+            self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, database: str) -> str:
+        """The SQLAlchemy URL of ``database`` (no password: the cluster trusts local users)."""
+        return f"postgresql+asyncpg://{self.USER}@127.0.0.1:{self.port}/{database}"
+
+    async def create_database(self) -> str:
+        """A new empty database (from template0); its URL."""
+        import asyncpg
+
+        name = f"test_{next(self._names)}"
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=self.port, user=self.USER, database="postgres"
+        )
+        try:
+            await conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+        finally:
+            await conn.close()
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL 15 server for the session (skipped without its binaries on a
+    laptop; under MOVIEOPS_REQUIRE_ALL=1 that skip is a failure)."""
+    if not (PG_BIN / "postgres").exists():
+        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (apt-get install postgresql)")
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def pg_url(postgres: PostgresServer) -> str:
+    """The URL of a fresh, empty PostgreSQL database for this test."""
+    return await postgres.create_database()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'movies.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return await server.create_database()
 
 
 def pytest_configure(config: pytest.Config) -> None:

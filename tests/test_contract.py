@@ -17,6 +17,8 @@ from redis import Redis as SyncRedis
 from app.config import Settings
 from app.constants import IDEMPOTENCY_KEY_PATTERN
 from app.main import create_app
+from app.migrate import migrate
+from tests.conftest import run_coroutine
 
 _VALID_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
@@ -58,17 +60,17 @@ def contract_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def contract_app(valkey: Any, contract_db: Path) -> FastAPI:
     """The API with real SQLite and valkey; Schemathesis runs its lifespan itself."""
     db = contract_db
-    return create_app(
-        Settings(
-            database_url=f"sqlite+aiosqlite:///{db}",
-            redis_url=valkey.url,
-            rate_limit_per_minute=1_000_000,
-            # An empty catalog: a film can only be found through a link from its creation.
-            seed_demo_data=False,
-            ready_requires_worker=False,
-            _env_file=None,
-        )
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{db}",
+        redis_url=valkey.url,
+        rate_limit_per_minute=1_000_000,
+        # An empty catalog: a film can only be found through a link from its creation.
+        seed_demo_data=False,
+        ready_requires_worker=False,
+        _env_file=None,
     )
+    run_coroutine(migrate(settings))  # the deploy's migration step
+    return create_app(settings)
 
 
 @pytest.fixture(scope="module")

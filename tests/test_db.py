@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from app.db import SCHEMA_VERSION, Base, MovieRow, RatingRow, create_engine, create_schema, utcnow
+from app import repository
+from app.db import (
+    SCHEMA_VERSION,
+    Base,
+    MovieRow,
+    RatingRow,
+    create_engine,
+    create_schema,
+    session_factory,
+    utcnow,
+)
+from app.models import MovieIn
 from app.seed import DEMO_USERS, FILMS, demo_ratings, load_generated, seed_demo_catalog
 
 WRITER = """
@@ -50,9 +61,9 @@ async def _create_schema_in_processes(url: str, count: int) -> None:
     assert [starter.returncode for starter in starters] == [0] * count, errors
 
 
-async def test_concurrent_writer_processes_lose_no_rows(tmp_path: Path) -> None:
-    """Three processes insert ratings at once into one SQLite file: every row arrives."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+async def test_concurrent_writer_processes_lose_no_rows(database_url: str) -> None:
+    """Three processes insert ratings at once into one database: every row arrives."""
+    url = database_url
     engine = create_engine(url)
     await create_schema(engine)
     await load_generated(engine, movies=20, ratings=0, users=1)
@@ -62,9 +73,12 @@ async def test_concurrent_writer_processes_lose_no_rows(tmp_path: Path) -> None:
     ]
     assert [await writer.wait() for writer in writers] == [0, 0, 0]
     async with engine.connect() as conn:
-        assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
         assert (await conn.execute(select(func.count()).select_from(RatingRow))).scalar_one() == 450
-        assert (await conn.execute(text("PRAGMA integrity_check"))).scalar_one() == "ok"
+        if engine.dialect.name == "sqlite":
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
+            assert (await conn.execute(text("PRAGMA integrity_check"))).scalar_one() == "ok"
+        counts = (await conn.execute(select(MovieRow.rating_count))).scalars().all()
+        assert sum(counts) == 450
     await engine.dispose()
 
 
@@ -89,9 +103,10 @@ async def test_generated_data_set_is_large_and_deterministic(tmp_path: Path) -> 
 async def test_schema_creation_is_safe_from_several_processes_at_once(
     tmp_path: Path, round_: int
 ) -> None:
-    """API, worker and seeder may start together on a fresh database: all succeed.
+    """Several upgraders may run together on a fresh SQLite file: all succeed (PostgreSQL:
+    tests/test_migrations.py).
 
-    Without one write transaction around the whole create, this lost the per-table
+    Without one locked transaction around the whole create, this lost the per-table
     race ("table ... already exists") in about one round in three.
     """
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
@@ -103,15 +118,13 @@ async def test_schema_creation_is_safe_from_several_processes_at_once(
     assert {"movies", "movie_genres", "ratings", "recommendations", "app_meta"} <= tables
 
 
-async def test_rating_a_film_deleted_meanwhile_is_not_found(tmp_path: Path) -> None:
+async def test_rating_a_film_deleted_meanwhile_is_not_found(database_url: str) -> None:
     """The rating's first statement is the write, so a film another connection deleted just
     before it fails the foreign key: None (404), not an IntegrityError (500), nothing stored."""
-    from app import repository
-    from app.db import session_factory
     from app.models import RatingIn
 
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'race.db'}")
-    other = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'race.db'}")
+    engine = create_engine(database_url)
+    other = create_engine(database_url)
     try:
         await create_schema(engine)
         await load_generated(engine, movies=1, ratings=0, users=1)
@@ -128,10 +141,10 @@ async def test_rating_a_film_deleted_meanwhile_is_not_found(tmp_path: Path) -> N
         await other.dispose()
 
 
-async def test_replicas_starting_together_seed_the_catalog_once(tmp_path: Path) -> None:
+async def test_replicas_starting_together_seed_the_catalog_once(database_url: str) -> None:
     """Three processes seed one fresh database at once: exactly one catalog (films and
-    ratings) is inserted."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'replicas.db'}"
+    ratings, ids 1-65) is inserted."""
+    url = database_url
     code = (
         "import asyncio, sys\n"
         "from app.db import create_engine, create_schema\n"
@@ -153,6 +166,7 @@ async def test_replicas_starting_together_seed_the_catalog_once(tmp_path: Path) 
     engine = create_engine(url)
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT COUNT(*) FROM movies"))).scalar_one() == len(FILMS)
+        assert (await conn.execute(text("SELECT MAX(id) FROM movies"))).scalar_one() == len(FILMS)
         assert (await conn.execute(text("SELECT COUNT(*) FROM ratings"))).scalar_one() == len(
             demo_ratings([(i + 1, genres) for i, (_, _, genres) in enumerate(FILMS)], utcnow())
         )
@@ -195,14 +209,18 @@ async def test_demo_seed_rates_the_catalog_realistically_once_and_the_same_every
     assert 42 in per_user
 
 
-async def test_seeding_leaves_a_database_that_holds_films_alone(tmp_path: Path) -> None:
-    """A database with films loaded by other means gets neither the films nor the ratings."""
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'loaded.db'}")
+async def test_seeding_leaves_a_database_that_holds_films_alone(database_url: str) -> None:
+    """A database with films loaded by other means gets neither the films nor the ratings;
+    a film added later gets the next id."""
+    engine = create_engine(database_url)
     await create_schema(engine)
     await load_generated(engine, movies=5, ratings=0, users=1)
     assert await seed_demo_catalog(engine) == 0
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT COUNT(*) FROM ratings"))).scalar_one() == 0
+    async with session_factory(engine)() as session:
+        added = await repository.create_movie(session, MovieIn(title="Later", year=2001))
+    assert added.id == 6
     await engine.dispose()
 
 

@@ -28,8 +28,9 @@ from app.seed import FILMS, seed_demo_catalog
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated database of each kind (SQLite, PostgreSQL)."""
+    engine = create_engine(database_url)
     await create_schema(engine)
     yield engine
     await engine.dispose()
@@ -232,11 +233,12 @@ async def test_every_write_keeps_the_stored_genres_and_aggregates(engine: AsyncE
 
 
 async def test_concurrent_raters_on_separate_engines_all_succeed_and_count_right(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
     """Eight raters, each on its own engine, rate and re-rate the same films at once: no
-    error (the upsert takes the write lock first), and the aggregates equal the ratings."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'raters.db'}"
+    error (SQLite: the upsert takes the write lock first; PostgreSQL: the film row is locked
+    first), and the aggregates equal the ratings."""
+    url = database_url
     setup = create_engine(url)
     await create_schema(setup)
     async with session_factory(setup)() as session:

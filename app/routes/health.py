@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.constants import HEALTH_CHECK_KEY
+from app.db import schema_revision
 from app.deps import ServicesDep
-from app.models import Check, Liveness, Readiness
+from app.models import Check, DatabaseCheck, Liveness, Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -49,9 +49,10 @@ async def _timed(probe: Callable[[], Awaitable[object]]) -> Check:
 async def ready(services: ServicesDep) -> JSONResponse:
     """Readiness: database, Redis and the worker's heartbeat. 503 names the failing check."""
 
+    revision: list[str | None] = [None]
+
     async def database() -> None:
-        async with services.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        revision[0] = await schema_revision(services.engine)
 
     async def redis() -> None:
         await services.guard.client.ping()
@@ -61,8 +62,9 @@ async def ready(services: ServicesDep) -> JSONResponse:
         if ttl_ms < 0:
             raise WorkerMissing("no worker heartbeat: is the worker running?")
 
-    checks = {
-        "database": await _timed(database),
+    database_check = await _timed(database)
+    checks: dict[str, Check] = {
+        "database": DatabaseCheck(**database_check.model_dump(), revision=revision[0]),
         "redis": await _timed(redis),
         "worker": await _timed(worker),
     }

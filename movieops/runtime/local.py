@@ -385,6 +385,7 @@ class LocalRuntime:
         }
         if self.token:
             environment["MOVIE_RATE_LIMIT_EXEMPT_TOKENS"] = self.token
+        self._migrate(environment)
         write_private(
             self.layout.conf,
             supervisord_config(self.layout, self.project_dir, sys.executable, valkey, environment),
@@ -407,6 +408,25 @@ class LocalRuntime:
             interval=0.05,
             error=lambda: PreflightFailed("supervisord started but its socket never appeared"),
         )
+
+    def _migrate(self, environment: dict[str, str]) -> None:
+        """The deploy's migration step (``python -m app.migrate``), once, before the API and
+        the worker start: they wait for the schema revision it records."""
+        result = subprocess.run(
+            [sys.executable, "-m", "app.migrate"],
+            env={**os.environ, **environment},
+            capture_output=True,
+            text=True,
+            cwd=self.project_dir,
+            check=False,
+            timeout=300,
+        )
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+            raise PreflightFailed(
+                f"the database migration failed: {lines[-1][:300]}",
+                hint="check MOVIE_DATABASE_URL; `python -m app.migrate` runs the step alone",
+            )
 
     def _absolute_database_url(self) -> str:
         path = sqlite_path(self.settings.database_url, self.project_dir)
