@@ -60,28 +60,36 @@ def failing(checks: list[Check]) -> list[Check]:
     return [check for check in checks if not check.ok]
 
 
-def ready_says_healthy(api_url: str) -> bool:
-    """One GET /ready (standard library, no proxy): 200, and its Redis and worker checks ok.
-
-    The quick way to know a running stack is healthy: it spares `up` on a healthy stack the
-    import of the Redis and HTTP clients that the per-service probes use.
-    """
+def ready_document(api_url: str) -> tuple[int, dict[str, Any]] | None:
+    """One GET /ready (standard library, no proxy): its status and JSON body, or None when
+    nothing answers (or not with JSON)."""
     import http.client
 
     parts = urlsplit(api_url)
     if parts.scheme != "http" or not parts.hostname:
-        return False
+        return None
     connection = http.client.HTTPConnection(
         parts.hostname, parts.port or 80, timeout=READY_TIMEOUT_SECONDS
     )
     try:
         connection.request("GET", f"{parts.path.rstrip('/')}/ready")
         response = connection.getresponse()
-        body = json.loads(response.read()) if response.status == 200 else None
+        body = json.loads(response.read())
     except (OSError, ValueError, http.client.HTTPException):
-        return False
+        return None
     finally:
         connection.close()
+    return (response.status, body) if isinstance(body, dict) else None
+
+
+def ready_says_healthy(api_url: str) -> bool:
+    """/ready answers 200, and its Redis and worker checks are ok.
+
+    The quick way to know a running stack is healthy: it spares `up` on a healthy stack the
+    import of the Redis and HTTP clients that the per-service probes use.
+    """
+    answer = ready_document(api_url)
+    body = answer[1] if answer and answer[0] == 200 else None
     checks = body.get("checks") if isinstance(body, dict) else None
     if not isinstance(checks, dict) or not {"redis", "worker"} <= checks.keys():
         return False

@@ -413,8 +413,9 @@ def test_failing_service_is_named_and_a_bundle_is_saved(tmp_path: Path) -> None:
     env = {
         "MOVIE_PORT": str(free_port()),
         "MOVIE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-        # A valid URL the processes cannot open: they crash at start-up, again and again.
-        "MOVIE_DATABASE_URL": "sqlite+aiosqlite:////proc/movieops-cannot-write/movies.db",
+        # An address of no interface here (TEST-NET-1): the migration step passes, then the API
+        # cannot bind and crashes at start-up, again and again.
+        "MOVIE_HOST": "192.0.2.1",
     }
     run = Cli(tmp_path, env)
     try:
@@ -437,8 +438,8 @@ def test_failing_service_is_named_and_a_bundle_is_saved(tmp_path: Path) -> None:
     status_json = (bundle / "status.json").read_text()
     assert f"redis://:{REDACTED}@" in status_json
     assert (tmp_path / ".movieops" / "redis.password").read_text() not in status_json
-    assert "movieops-cannot-write" in (bundle / "logs.txt").read_text()
-    assert any("movieops-cannot-write" in line for line in data["last_log_lines"])
+    assert "192.0.2.1" in (bundle / "logs.txt").read_text()
+    assert any("192.0.2.1" in line for line in data["last_log_lines"])
     assert error["next_command"] == f"movieops logs {data['blocked']}"
 
 

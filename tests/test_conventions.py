@@ -267,3 +267,22 @@ def test_doctor_on_a_running_stack_says_its_ports_are_held_by_the_stack(running:
     redis_port = running.env["MOVIE_REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
     assert checks[f"port {redis_port}"]["detail"].startswith("held by this stack's redis")
     assert "free" not in api["detail"]
+
+
+def test_doctor_shows_the_schema_revision_the_running_api_reports(running: Cli) -> None:
+    """doctor names the database's schema revision (from /ready) and that it is the newest."""
+    from app.db import head_revision
+
+    checks = {c["name"]: c for c in running.json("doctor")["data"]}
+    assert checks["database schema"]["detail"] == f"revision {head_revision()} (the newest)"
+
+
+def test_doctor_without_a_stack_says_up_migrates_the_schema(tmp_path: Path) -> None:
+    """Nothing running: the schema check says which revision `up` would migrate to."""
+    from app.db import head_revision
+
+    idle = Cli(tmp_path, _stack_env())
+    checks = {c["name"]: c for c in idle.json("doctor")["data"]}
+    assert checks["database schema"]["detail"] == (
+        f"not running; `up` migrates it to revision {head_revision()}"
+    )

@@ -71,8 +71,8 @@ def parse_json_lines(output: str) -> list[dict[str, Any]]:
 def task_rows(tasks: list[dict[str, Any]], stack: str) -> list[ServiceState]:
     """One row per slot from `docker stack ps --format json` (newest task of each slot).
 
-    Replicas show as api-1, api-2 …; restarts count the slot's earlier tasks that failed.
-    A one-shot job that completed shows as exited with exit 0.
+    Replicas show as api-1, api-2 …; restarts count the slot's earlier tasks that ended while
+    Swarm wanted them running. A one-shot job shows as done (exit 0) or failed.
     """
     newest: dict[tuple[str, str], dict[str, Any]] = {}
     failures: dict[tuple[str, str], int] = {}
@@ -106,8 +106,10 @@ def task_rows(tasks: list[dict[str, Any]], stack: str) -> list[ServiceState]:
         state = {"complete": "exited", "shutdown": "exited"}.get(current, current or "unknown")
         health = "healthy" if current == "running" else ("starting" if current else None)
         detail: str | None
-        if current == "complete":
-            health, detail = None, "Exited (0) — job complete"
+        if service in JOB_SERVICES and current in {"complete", "failed", "rejected"}:
+            # a one-shot's end: "done" (exit 0) is its healthy state, as in the compose runtime
+            state = "done" if current == "complete" else "failed"
+            health, detail = None, ("exit 0" if current == "complete" else error or current)
         else:
             detail = " ".join(filter(None, [str(task.get("CurrentState", "")), error])) or None
         label = service if len(replicas[service]) == 1 else f"{service}-{slot}"
