@@ -24,6 +24,7 @@ from pathlib import Path
 
 from movieops.embedded import EmbeddedValkeyError, ValkeyServer
 from movieops.errors import PreflightFailed
+from movieops.migration import run_migration_step
 from movieops.probes import http_problem
 from movieops.secrets import private_dir, redact, redact_urls_in
 from movieops.waiting import wait_until
@@ -149,6 +150,7 @@ def disposable_api(timeout: float = 60) -> Iterator[Sandbox]:
             redis_url=valkey.url,
             token=token,
         )
+        run_migration_step(env, workdir)
         log = workdir / "api.log"
         with log.open("ab") as handle:
             process = subprocess.Popen(

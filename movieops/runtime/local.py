@@ -410,23 +410,10 @@ class LocalRuntime:
         )
 
     def _migrate(self, environment: dict[str, str]) -> None:
-        """The deploy's migration step (``python -m app.migrate``), once, before the API and
-        the worker start: they wait for the schema revision it records."""
-        result = subprocess.run(
-            [sys.executable, "-m", "app.migrate"],
-            env={**os.environ, **environment},
-            capture_output=True,
-            text=True,
-            cwd=self.project_dir,
-            check=False,
-            timeout=300,
-        )
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
-            raise PreflightFailed(
-                f"the database migration failed: {lines[-1][:300]}",
-                hint="check MOVIE_DATABASE_URL; `python -m app.migrate` runs the step alone",
-            )
+        """The deploy's migration step, once, before the API and the worker start."""
+        from movieops.migration import run_migration_step
+
+        run_migration_step(environment, self.project_dir)
 
     def _absolute_database_url(self) -> str:
         path = sqlite_path(self.settings.database_url, self.project_dir)
