@@ -87,6 +87,7 @@ def up(
     build: Annotated[bool, typer.Option(help="Rebuild images / restart even if healthy.")] = False,
     proxy: Annotated[bool, typer.Option(help="Also start nginx in front of the API.")] = False,
     replicas: opt.Replicas = 1,
+    database: opt.DatabaseOption = None,
     timeout: opt.HealthBudget = None,
 ) -> None:
     """Start the stack and wait until every service is healthy, then print its URLs.
@@ -106,7 +107,17 @@ def up(
 
         # The contract run's rate-limit exemption secret, handed to the API at start.
         runtime = app.runtime(token=contract.ensure_token(app.state_dir))
-        options = UpOptions(build=build, proxy=proxy, replicas=replicas)
+        if database is opt.Database.postgres and runtime.name == "local":
+            raise UsageError(
+                "the local runtime supports SQLite only; --database postgres needs compose",
+                hint="use --runtime compose (Docker), or drop --database postgres",
+            )
+        options = UpOptions(
+            build=build,
+            proxy=proxy,
+            replicas=replicas,
+            database=database.value if database else None,
+        )
         live = progress_display(app)
         with github_group("movieops up"), live as update:
             result = bring_up(
