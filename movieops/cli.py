@@ -87,6 +87,7 @@ def up(
     build: Annotated[bool, typer.Option(help="Rebuild images / restart even if healthy.")] = False,
     proxy: Annotated[bool, typer.Option(help="Also start nginx in front of the API.")] = False,
     replicas: opt.Replicas = 1,
+    database: opt.DatabaseOption = None,
     timeout: opt.HealthBudget = None,
     image: opt.Image = None,
 ) -> None:
@@ -113,7 +114,23 @@ def up(
                 "its own",
                 hint="use --runtime swarm, or drop --image",
             )
-        options = UpOptions(build=build, proxy=proxy, replicas=replicas, image=image)
+        if database is opt.Database.postgres and runtime.name == "local":
+            raise UsageError(
+                "the local runtime supports SQLite only; --database postgres needs compose",
+                hint="use --runtime compose (Docker), or drop --database postgres",
+            )
+        if database is opt.Database.sqlite and runtime.name == "swarm":
+            raise UsageError(
+                "the swarm runtime runs PostgreSQL (a SQLite file cannot be shared by nodes)",
+                hint="drop --database sqlite",
+            )
+        options = UpOptions(
+            build=build,
+            proxy=proxy,
+            replicas=replicas,
+            database=database.value if database else None,
+            image=image,
+        )
         live = progress_display(app)
         with github_group("movieops up"), live as update:
             result = bring_up(

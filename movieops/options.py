@@ -3,13 +3,31 @@ with the help text people read, so ``cli.py`` stays a list of commands."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+
+class Database(StrEnum):
+    """The stack's database (compose runtime)."""
+
+    sqlite = "sqlite"
+    postgres = "postgres"
+
+
 # --- up / down -------------------------------------------------------------------------------
 Replicas = Annotated[int, typer.Option(min=1, max=10, help="API replicas (behind the proxy).")]
+DatabaseOption = Annotated[
+    Database | None,
+    typer.Option(
+        "--database",
+        help="sqlite (a file on a volume) or postgres (the compose postgres profile; compose "
+        "runtime only). Default: what the last `up` used, else sqlite.",
+        show_default=False,
+    ),
+]
 HealthBudget = Annotated[
     float | None, typer.Option(min=1, help="Per-service health budget in seconds.")
 ]

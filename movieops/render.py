@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     from movieops.runtime import Check, ServiceState
     from movieops.stack import ServiceProgress, UpResult
 
-STATE_STYLE = {"running": "green", "healthy": "green", "exited": "red", "missing": "red"}
+STATE_STYLE = {
+    "running": "green",
+    "healthy": "green",
+    "done": "green",
+    "exited": "red",
+    "failed": "red",
+    "missing": "red",
+}
 
 
 def _duration(seconds: float | None) -> str:

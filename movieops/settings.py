@@ -38,6 +38,9 @@ class CliSettings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65_535, description="Published API port.")
     proxy_port: int = Field(default=8080, ge=1, le=65_535, description="Published proxy port.")
     redis_port: int = Field(default=6379, ge=1, le=65_535, description="Published Redis port.")
+    postgres_port: int = Field(
+        default=5432, ge=1, le=65_535, description="Published PostgreSQL port (compose)."
+    )
     health_timeout: float = Field(
         default=180, gt=0, le=3_600, description="Per-service budget (s) to become healthy."
     )

@@ -24,9 +24,15 @@ if TYPE_CHECKING:
 POLL_SECONDS = 0.25  # compose: each poll runs `docker compose ps`
 LOCAL_POLL_SECONDS = 0.1  # local: each poll is one XML-RPC call to supervisord, cheap
 READY_TIMEOUT_SECONDS = 2.0
-READY_COVERS = frozenset({"api", "redis", "worker"})
+READY_COVERS = frozenset({"api", "redis", "worker", "postgres", "migrate"})
 """The services whose probes the API's /ready answers for in one request: it reaches Redis
-(PING) and reads the worker's heartbeat key, besides answering itself."""
+(PING), the database, and reads the worker's heartbeat key, besides answering itself (migrate
+has nothing to answer: its state, done, says it all)."""
+UP_STATES = frozenset({"running", "external", "done"})
+"""States of a service that is up: "done" is a one-shot (migrate) that exited 0."""
+NO_PROBE = frozenset({"postgres", "migrate"})
+"""Services whose container says it all: postgres's healthcheck (pg_isready over TCP),
+migrate's exit code."""
 CRASH_RESTARTS = 3
 """Restarts while `up` waits after which a service counts as crash-looping: waiting longer
 cannot help, so `up` stops at once instead of running out its whole budget."""
@@ -103,7 +109,7 @@ def healthy_now(runtime: Runtime, worker_interval: int) -> bool:
         states = runtime.status()
     except MovieOpsError:
         return False
-    if not states or any(s.state not in {"running", "external"} for s in states):
+    if not states or any(s.state not in UP_STATES for s in states):
         return False
     if any(s.health not in {None, "healthy"} for s in states):
         return False
@@ -112,7 +118,11 @@ def healthy_now(runtime: Runtime, worker_interval: int) -> bool:
         return True
     from movieops.probes import service_probe
 
-    return all(service_probe(s, endpoints, worker_interval).ok for s in runtime.services)
+    return all(
+        service_probe(s, endpoints, worker_interval).ok
+        for s in runtime.services
+        if s not in NO_PROBE
+    )
 
 
 def wait_healthy(
@@ -160,6 +170,12 @@ def wait_healthy(
         on_progress(list(progress.values()))
         if all(item.healthy for item in progress.values()):
             return list(progress.values())
+        failed = next((i for i in progress.values() if i.state == "failed"), None)
+        if failed is not None:  # a one-shot that exited non-zero: waiting cannot help
+            raise Unhealthy(
+                f"{failed.service} failed ({failed.detail})",
+                data={"blocked": failed.service, "services": list(progress.values())},
+            )
         crashed = next(
             (i for i in progress.values() if not i.healthy and i.service in crashing), None
         )
@@ -196,13 +212,19 @@ def _update(
     if not states:
         item.state, item.detail = "missing", "not created yet"
         return
-    not_up = [s for s in states if s.state not in {"running", "external"}]
+    not_up = [s for s in states if s.state not in UP_STATES]
     unhealthy = [s for s in states if s.health not in {None, "healthy"}]
     if not_up:
         item.state, item.detail = not_up[0].state, not_up[0].detail or ""
         return
     if unhealthy:
         item.state, item.detail = "starting", f"healthcheck: {unhealthy[0].health}"
+        return
+    if item.service in NO_PROBE:
+        done = states[0].state == "done"
+        item.state, item.healthy = ("done" if done else "healthy"), True
+        item.detail = states[0].detail or "" if done else "container healthcheck passing"
+        item.seconds = round(time.monotonic() - started, 1)
         return
     probe: Probe = service_probe(item.service, endpoints, worker_interval)
     if probe.ok:
@@ -212,12 +234,14 @@ def _update(
         item.state, item.detail = "starting", probe.detail
 
 
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+# A traceback's last line, or the one ``error: …`` line the app's entry points print instead
+# (invalid settings, a failed migration).
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b|error: ).*")
 
 
 def last_exception(log_lines: list[str]) -> str | None:
-    """The last ``SomeError: text`` line of a service's log (its ``service |`` prefix dropped):
-    the cause of a crash, in one line."""
+    """The last ``SomeError: text`` (or ``error: text``) line of a service's log (its
+    ``service |`` prefix dropped): the cause of a crash, in one line."""
     for line in reversed(log_lines):
         text = line.split("| ", 1)[1] if "| " in line else line
         if _EXCEPTION_LINE.match(text):
@@ -281,8 +305,9 @@ def bring_up(
             runtime.status(),
             notes,
         )
-    runtime.start(options, on_output)
     try:
+        # A start can fail on a service too (compose waits for migrate to exit 0).
+        runtime.start(options, on_output)
         wait_healthy(runtime, budget_seconds, worker_interval, on_progress)
     except Unhealthy as exc:
         blocked = exc.data.get("blocked") if isinstance(exc.data, dict) else None

@@ -10,6 +10,8 @@ from python_on_whales.exceptions import DockerException
 COMPOSE_FILE = "compose.yaml"
 # The Redis password of a Docker stack: generated once (hex, 0600) in the state directory.
 REDIS_PASSWORD_FILE = "redis.password"  # noqa: S105 (a file name, not a password)
+# The PostgreSQL password, the same way; created with the database.
+POSTGRES_PASSWORD_FILE = "postgres.password"  # noqa: S105 (a file name, not a password)
 
 
 def first_line(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.clihelp import Cli
 from tests.support import free_port
-from tests.test_compose import ROOT, _engine_problem
+from tests.test_compose import APP_IMAGE, ROOT, _engine_problem
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -37,6 +37,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cl
         "MOVIEOPS_REDIS_PORT": str(free_port()),
         "MOVIE_NETWORK_SUBNET": "172.30.59.0/24",
         "MOVIE_PROXY_ADDRESS": "172.30.59.10",
+        "MOVIE_APP_IMAGE": APP_IMAGE,
     }
     run = Cli(ROOT, env, runtime="compose")
     try:
@@ -75,11 +76,13 @@ def test_up_cold_then_warm(compose_stack: tuple[Cli, dict[str, Any]], compose: C
 
 
 def test_status_and_health_on_containers(compose: Cli) -> None:
-    """Every container running and healthy; every probe passing (Redis with the password
-    movieops generated); status shows the Redis URL with the password redacted."""
+    """Every container running and healthy, migrate done; every probe passing (Redis with the
+    password movieops generated); status shows the Redis URL with the password redacted."""
     document = compose.json("status")
     services = {s["service"]: s for s in document["data"]}
-    assert set(services) == {"redis", "api", "worker"}
+    assert set(services) == {"redis", "migrate", "api", "worker"}
+    migrate = services.pop("migrate")  # the one-shot schema step: exited 0 shows as done
+    assert (migrate["state"], migrate["health"]) == ("done", None)
     assert all(s["state"] == "running" and s["health"] == "healthy" for s in services.values())
     assert all(p["ok"] for p in compose.json("health")["data"])
     password = (Path(compose.env["MOVIEOPS_STATE_DIR"]) / "redis.password").read_text().strip()
@@ -139,7 +142,7 @@ def test_up_with_three_replicas_behind_the_proxy(compose: Cli) -> None:
         assert data["already_running"] is False
         assert data["endpoints"]["api_url"] == data["endpoints"]["proxy_url"] == proxy
         services = [s["service"] for s in compose.json("status")["data"]]
-        assert services == ["redis", "api-1", "api-2", "api-3", "worker", "proxy"]
+        assert services == ["redis", "migrate", "api-1", "api-2", "api-3", "worker", "proxy"]
         probes = {p["name"]: p for p in compose.json("health")["data"]}
         assert probes["proxy"]["ok"], probes
         created = httpx.post(
@@ -165,7 +168,8 @@ def test_up_with_three_replicas_behind_the_proxy(compose: Cli) -> None:
 def test_a_failing_service_is_reported_with_its_bundle(
     compose_stack: tuple[Cli, dict[str, Any]],
 ) -> None:
-    """A stack whose processes cannot start: `up` names the service, exits 5, saves a bundle."""
+    """A stack whose processes cannot start: `up` names the service (migrate, the first to
+    run), with its exception on the error line, exits 5 at once, saves a bundle."""
     compose, _ = compose_stack  # its settings only: the broken project is a stack of its own
     broken = Cli(
         ROOT,
@@ -185,8 +189,9 @@ def test_a_failing_service_is_reported_with_its_bundle(
         document = broken.json("up", "--timeout", "20", code=5)
     finally:
         broken("down", "--volumes", "--yes")
-    # Both crash the same way; `up` stops on whichever is seen crash-looping first.
-    assert document["data"]["blocked"] in {"api", "worker"}
+    # migrate, which runs first, fails on it: api and worker never start.
+    assert document["data"]["blocked"] == "migrate"
+    assert "MOVIE_TRUSTED_PROXIES" in document["error"]["message"]
     bundle = Path(document["data"]["bundle"])
     assert (bundle / "logs.txt").is_file()
     assert "MOVIE_TRUSTED_PROXIES" in (bundle / "logs.txt").read_text()

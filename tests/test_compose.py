@@ -7,6 +7,7 @@ environment (the public defaults otherwise).
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import threading
@@ -26,6 +27,9 @@ from movieops.whales import docker_problem
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# The app image's tag (compose's MOVIE_APP_IMAGE): the default, unless a machine that runs
+# several checkouts at once gives each its own.
+APP_IMAGE = os.environ.get("MOVIEOPS_TEST_APP_IMAGE", "movieops-app:local")
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 IDEMPOTENT_POST = {"title": "Compose Test", "year": 2001, "genres": ["Drama"]}
@@ -107,6 +111,7 @@ def stack() -> Iterator[Stack]:
         # What `movieops up` generates; plain `docker compose` refuses to start without it.
         "MOVIE_REDIS_PASSWORD": secrets.token_hex(24),
         "MOVIE_RATE_LIMIT_EXEMPT_TOKENS": secrets.token_hex(16),
+        "MOVIE_APP_IMAGE": APP_IMAGE,
     }
     everything = DockerClient(  # every profile, so teardown also removes the proxy
         compose_files=[ROOT / "compose.yaml", ROOT / "compose.replicas.yaml"],

@@ -1,5 +1,6 @@
-"""The compose runtime's own files and URLs, without a Docker engine: the generated Redis
-password, the 0600 compose.env that carries it, and what status shows of it."""
+"""The compose runtime's own files and URLs, without a Docker engine: the generated Redis and
+PostgreSQL passwords, the 0600 compose.env that carries them, the remembered database, what
+status shows of them, and how a one-shot service counts while `up` waits."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from movieops.runtime.compose import ComposeRuntime
+from movieops.errors import Unhealthy
+from movieops.runtime import Endpoints, ServiceState, UpOptions
+from movieops.runtime.compose import ComposeMode, ComposeRuntime, service_state
+from movieops.stack import last_exception, wait_healthy
+from tests.clihelp import Cli
 
 
 def _runtime(tmp_path: Path) -> ComposeRuntime:
@@ -59,3 +64,124 @@ def test_redis_endpoint_has_the_password_but_status_shows_it_redacted(
     rows = {row.service: row for row in runtime.status()}
     assert rows["redis"].url == "redis://:***@127.0.0.1:16379/0"
     assert all(password not in (row.url or "") for row in rows.values())
+
+
+def test_postgres_mode_writes_its_generated_password_and_url_only_to_the_private_env_file(
+    tmp_path: Path,
+) -> None:
+    """--database postgres: a 48-hex-digit password, generated once (0600), reaches Compose
+    with the container URL through compose.env only; the postgres profile is on; SQLite mode
+    writes neither and leaves the profile off."""
+    runtime = _runtime(tmp_path)
+    runtime.mode = ComposeMode(database="postgres")
+    client = runtime.client()
+    assert client.client_config.compose_profiles == ["postgres"]
+    state = tmp_path / "state"
+    values = dict(line.split("=", 1) for line in (state / "compose.env").read_text().splitlines())
+    assert re.fullmatch(r"[0-9a-f]{48}", values["MOVIE_POSTGRES_PASSWORD"])
+    assert values["MOVIE_COMPOSE_DATABASE_URL"] == "postgresql+asyncpg://movie@postgres:5432/movie"
+    assert values["MOVIE_POSTGRES_PORT"] == "5432"
+    assert _mode(state / "postgres.password") == 0o600
+    assert _runtime(tmp_path).postgres_password == values["MOVIE_POSTGRES_PASSWORD"]
+    assert values["MOVIE_POSTGRES_PASSWORD"] not in runtime.postgres_url
+
+    sqlite = ComposeRuntime(tmp_path / "p", "movieops-unit", tmp_path / "s2", (1, 2, 3))
+    assert sqlite.client(every_profile=False).client_config.compose_profiles == []
+    env = (tmp_path / "s2" / "compose.env").read_text()
+    assert "MOVIE_POSTGRES_PASSWORD" not in env
+    assert "MOVIE_COMPOSE_DATABASE_URL" not in env
+    assert not (tmp_path / "s2" / "postgres.password").exists()
+
+
+def test_the_database_is_remembered_until_down_volumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`up --database postgres` is remembered in the mode file: a later `up` without --database
+    and every other command use it, also after `down`; `down -v` forgets it and the password."""
+    runtime = _runtime(tmp_path)
+    runtime.mode = runtime._mode_for(UpOptions(database="postgres", proxy=True))
+    runtime._save_mode()
+    again = _runtime(tmp_path)
+    assert again.mode == ComposeMode(proxy=True, database="postgres")
+    assert again.services == ("redis", "postgres", "migrate", "api", "worker", "proxy")
+    assert again._mode_for(UpOptions()) == ComposeMode(database="postgres")
+    assert again._mode_for(UpOptions(database="sqlite")) == ComposeMode()
+
+    class Compose:
+        def down(self, **_: object) -> None:
+            """Nothing to stop."""
+
+    class Client:
+        compose = Compose()
+
+    monkeypatch.setattr(ComposeRuntime, "client", lambda self, every_profile=False: Client())
+    again.stop(volumes=False)
+    assert _runtime(tmp_path).mode == ComposeMode(database="postgres")
+    again.postgres_password  # noqa: B018 (created on first use)
+    again.stop(volumes=True)
+    assert _runtime(tmp_path).mode == ComposeMode()
+    assert not (tmp_path / "state" / "postgres.password").exists()
+
+
+def test_a_one_shot_that_exited_0_is_done_and_otherwise_failed() -> None:
+    """migrate exited 0 shows as done, exited 1 as failed; a long-running service that exited
+    stays exited."""
+    assert service_state({"Service": "migrate", "State": "exited", "ExitCode": 0}) == "done"
+    assert service_state({"Service": "migrate", "State": "exited", "ExitCode": 1}) == "failed"
+    assert service_state({"Service": "migrate", "State": "running"}) == "running"
+    assert service_state({"Service": "api", "State": "exited", "ExitCode": 0}) == "exited"
+
+
+class _OneShotStack:
+    """A runtime whose migrate service is in a given state (the rest healthy, no probes)."""
+
+    name = "compose"
+    services = ("postgres", "migrate")
+
+    def __init__(self, migrate: ServiceState) -> None:
+        self.migrate = migrate
+
+    def status(self) -> list[ServiceState]:
+        return [ServiceState("postgres", "running", "healthy"), self.migrate]
+
+    def endpoints(self) -> Endpoints:
+        return Endpoints("http://127.0.0.1:9", "redis://127.0.0.1:9/0")
+
+
+def test_waiting_counts_a_done_one_shot_as_healthy_and_stops_at_once_on_a_failed_one() -> None:
+    """wait_healthy: migrate done (and postgres healthy by its healthcheck) is a healthy stack;
+    migrate failed raises Unhealthy naming it at once, not after the budget."""
+    done = _OneShotStack(ServiceState("migrate", "done", detail="Exited (0)"))
+    progress = wait_healthy(done, 5, 2, lambda _: None)  # type: ignore[arg-type]
+    assert {(p.service, p.state, p.healthy) for p in progress} == {
+        ("postgres", "healthy", True),
+        ("migrate", "done", True),
+    }
+    failed = _OneShotStack(ServiceState("migrate", "failed", detail="Exited (1)"))
+    with pytest.raises(Unhealthy, match=r"^migrate failed \(Exited \(1\)\)") as raised:
+        wait_healthy(failed, 600, 2, lambda _: None)  # type: ignore[arg-type]
+    assert raised.value.data["blocked"] == "migrate"  # type: ignore[index]
+
+
+def test_the_local_runtime_refuses_postgres_in_one_line(tmp_path: Path) -> None:
+    """`up --database postgres` on the local runtime: exit 2, one line saying it runs SQLite
+    only and what to use instead; nothing is started."""
+    run = Cli(tmp_path, {"MOVIEOPS_STATE_DIR": str(tmp_path / "state")}, runtime="local")
+    document = run.json("up", "--database", "postgres", code=2)
+    assert document["error"]["code"] == "usage"
+    assert "supports SQLite only" in document["error"]["message"]
+    assert "\n" not in document["error"]["message"]
+    assert "--runtime compose" in document["error"]["hint"]
+    assert not (tmp_path / "state" / "supervisord.pid").exists()
+
+
+def test_the_cause_of_a_failed_one_shot_is_its_error_line() -> None:
+    """A step that prints one ``error:`` line instead of a traceback (python -m app.migrate)
+    has that line as the cause `up` shows."""
+    lines = [
+        "migrate-1  | starting",
+        "migrate-1  | error: migration failed: OSError: Connect call failed ('10.0.0.2', 5432)",
+    ]
+    assert last_exception(lines) == (
+        "error: migration failed: OSError: Connect call failed ('10.0.0.2', 5432)"
+    )

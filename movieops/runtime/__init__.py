@@ -36,7 +36,7 @@ class ServiceState:
     """One service as its runtime sees it."""
 
     service: str
-    state: str  # running, starting, exited, stopped, missing
+    state: str  # running, starting, exited, stopped, missing; one-shots: done, failed
     health: str | None = None  # healthy, unhealthy, starting, or None (no healthcheck)
     restarts: int | None = None
     uptime_seconds: float | None = None
@@ -67,6 +67,8 @@ class UpOptions:
     proxy: bool = False
     replicas: int = 1
     services: list[str] = field(default_factory=list)
+    database: str | None = None
+    """sqlite or postgres (compose); None: the one the last `up` used, else sqlite."""
     image: str | None = None  # swarm: deploy this image instead of building one
 
 

@@ -18,12 +18,26 @@ from movieops.errors import DockerUnavailable, PreflightFailed, Unhealthy
 from movieops.ports import held_by_stack, holder_of, port_check
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 from movieops.secrets import ensure_secret, private_dir, redact_url, write_private
-from movieops.whales import COMPOSE_FILE, REDIS_PASSWORD_FILE, docker_problem
+from movieops.whales import (
+    COMPOSE_FILE,
+    POSTGRES_PASSWORD_FILE,
+    REDIS_PASSWORD_FILE,
+    docker_problem,
+)
 from movieops.whales import first_line as _first_line
 
 REPLICAS_FILE = "compose.replicas.yaml"
 MODE_FILE = "compose-mode.json"
 ENV_FILE = "compose.env"
+DATABASES = ("sqlite", "postgres")
+POSTGRES_USER = "movie"
+POSTGRES_DB = "movie"
+# What the containers use with the postgres profile (the password comes separately, as
+# MOVIE_DATABASE_PASSWORD): the `postgres` service on the stack's own network.
+POSTGRES_URL = f"postgresql+asyncpg://{POSTGRES_USER}@postgres:5432/{POSTGRES_DB}"
+DEFAULT_POSTGRES_PORT = 5432
+ONE_SHOT = frozenset({"migrate"})
+"""Services that run to completion: exited 0 is their healthy end ("done"), else "failed"."""
 
 
 @dataclass
@@ -32,6 +46,7 @@ class ComposeMode:
 
     proxy: bool = False
     replicas: int = 1
+    database: str = "sqlite"
 
 
 def parse_ps(output: str) -> list[dict[str, Any]]:
@@ -50,8 +65,12 @@ def compose_env(
     redis_port: int,
     token: str | None,
     redis_password: str | None = None,
+    *,
+    postgres_port: int = DEFAULT_POSTGRES_PORT,
+    postgres_password: str | None = None,
 ) -> dict[str, str]:
-    """Variables the compose file interpolates (ports; the exemption token; Redis's password)."""
+    """Variables the compose file interpolates (ports; the exemption token; Redis's password;
+    with ``postgres_password``, the PostgreSQL database instead of the SQLite file)."""
     env = {
         "MOVIE_API_PORT": str(api_port),
         "MOVIE_PROXY_PORT": str(proxy_port),
@@ -61,7 +80,28 @@ def compose_env(
         env["MOVIE_RATE_LIMIT_EXEMPT_TOKENS"] = token
     if redis_password:
         env["MOVIE_REDIS_PASSWORD"] = redis_password
+    if postgres_password:
+        env["MOVIE_POSTGRES_PORT"] = str(postgres_port)
+        env["MOVIE_COMPOSE_DATABASE_URL"] = POSTGRES_URL
+        env["MOVIE_POSTGRES_PASSWORD"] = postgres_password
     return env
+
+
+def profiles_of(mode: ComposeMode) -> list[str]:
+    """The compose profiles a mode starts."""
+    return [
+        *(["proxy"] if mode.proxy else []),
+        *(["postgres"] if mode.database == "postgres" else []),
+    ]
+
+
+def service_state(row: dict[str, Any]) -> str:
+    """A container's state as status shows it: a one-shot that exited 0 is "done", one that
+    exited otherwise "failed"; every other container as Docker says."""
+    state = str(row.get("State", "unknown"))
+    if row.get("Service") in ONE_SHOT and state == "exited":
+        return "done" if int(row.get("ExitCode") or 0) == 0 else "failed"
+    return state
 
 
 class ComposeRuntime:
@@ -76,14 +116,17 @@ class ComposeRuntime:
         state_dir: Path,
         ports: tuple[int, int, int],
         token: str | None = None,
+        postgres_port: int = DEFAULT_POSTGRES_PORT,
     ) -> None:
         self.project_dir = project_dir
         self.project_name = project_name
         self.state_dir = state_dir
         self.api_port, self.proxy_port, self.redis_port = ports
+        self.postgres_port = postgres_port
         self.token = token
         self._env_text: str | None = None
         self._redis_password: str | None = None
+        self._postgres_password: str | None = None
         self.mode = self._load_mode()
 
     @property
@@ -93,37 +136,74 @@ class ComposeRuntime:
             self._redis_password = ensure_secret(self.state_dir / REDIS_PASSWORD_FILE)
         return self._redis_password
 
+    @property
+    def postgres_password(self) -> str:
+        """The PostgreSQL password, generated on first use like Redis's (0600, never shown)."""
+        if self._postgres_password is None:
+            self._postgres_password = ensure_secret(self.state_dir / POSTGRES_PASSWORD_FILE)
+        return self._postgres_password
+
     # --- set-up -----------------------------------------------------------------------------
     @property
     def services(self) -> tuple[str, ...]:
-        """The services of the current mode."""
-        return ("redis", "api", "worker", *(("proxy",) if self.mode.proxy else ()))
+        """The services of the current mode, in start-up order."""
+        return (
+            "redis",
+            *(("postgres",) if self.mode.database == "postgres" else ()),
+            "migrate",
+            "api",
+            "worker",
+            *(("proxy",) if self.mode.proxy else ()),
+        )
 
     def _load_mode(self) -> ComposeMode:
         try:
             data = json.loads((self.state_dir / MODE_FILE).read_text())
-            return ComposeMode(bool(data.get("proxy")), int(data.get("replicas", 1)))
-        except (OSError, ValueError):
+            database = str(data.get("database", "sqlite"))
+            return ComposeMode(
+                bool(data.get("proxy")),
+                int(data.get("replicas", 1)),
+                database if database in DATABASES else "sqlite",
+            )
+        except (OSError, ValueError, AttributeError):
             return ComposeMode()
 
     def _save_mode(self) -> None:
         private_dir(self.state_dir)
         (self.state_dir / MODE_FILE).write_text(
-            json.dumps({"proxy": self.mode.proxy, "replicas": self.mode.replicas})
+            json.dumps(
+                {
+                    "proxy": self.mode.proxy,
+                    "replicas": self.mode.replicas,
+                    "database": self.mode.database,
+                }
+            )
         )
+
+    def _mode_for(self, options: UpOptions) -> ComposeMode:
+        """What `up` asks for; without --database, the database the last `up` used."""
+        return ComposeMode(options.proxy, options.replicas, options.database or self.mode.database)
 
     def client(self, every_profile: bool = False) -> DockerClient:
         """A python-on-whales client for this project in its current mode."""
         files: list[str | Path] = [self.project_dir / COMPOSE_FILE]
         if self.mode.replicas > 1:
             files.append(self.project_dir / REPLICAS_FILE)
-        profiles = ["*"] if every_profile else (["proxy"] if self.mode.proxy else [])
-        # Ports and the secrets (exemption token, Redis password) reach Compose's interpolation
-        # through a 0600 env file (after the project's own .env, so they win) instead of this
-        # process's environment or a command line.
+        profiles = ["*"] if every_profile else profiles_of(self.mode)
+        # Ports and the secrets (exemption token, Redis and PostgreSQL passwords) reach Compose's
+        # interpolation through a 0600 env file (after the project's own .env, so they win)
+        # instead of this process's environment or a command line.
         env_file = self.state_dir / ENV_FILE
         values = compose_env(
-            self.api_port, self.proxy_port, self.redis_port, self.token, self.redis_password
+            self.api_port,
+            self.proxy_port,
+            self.redis_port,
+            self.token,
+            self.redis_password,
+            postgres_port=self.postgres_port,
+            postgres_password=(
+                self.postgres_password if self.mode.database == "postgres" else None
+            ),
         )
         text = "".join(f"{k}={v}\n" for k, v in values.items())
         if text != self._env_text or not env_file.exists():
@@ -152,6 +232,11 @@ class ComposeRuntime:
         redis = f"redis://:{self.redis_password}@127.0.0.1:{self.redis_port}/0"
         return Endpoints(api, redis, proxy)
 
+    @property
+    def postgres_url(self) -> str:
+        """Where the postgres service is published (no password: it is in the state dir)."""
+        return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.postgres_port}/{POSTGRES_DB}"
+
     # --- orders -----------------------------------------------------------------------------
     def preflight(self, options: UpOptions) -> list[Check]:
         """Engine, Compose version, config valid, published ports free (naming the holder)."""
@@ -173,7 +258,7 @@ class ComposeRuntime:
                 )
             )
             return checks
-        self.mode = ComposeMode(options.proxy, options.replicas)
+        self.mode = self._mode_for(options)
         try:
             self.client().compose.config()
             checks.append(Check("compose config", True, "valid"))
@@ -185,6 +270,8 @@ class ComposeRuntime:
             ports.append(("api", self.api_port, "MOVIEOPS_API_PORT"))
         if options.proxy:
             ports.append(("proxy", self.proxy_port, "MOVIEOPS_PROXY_PORT"))
+        if self.mode.database == "postgres":
+            ports.append(("postgres", self.postgres_port, "MOVIEOPS_POSTGRES_PORT"))
         for service, port, variable in ports:
             if port in ours:
                 checks.append(held_by_stack(service, port))
@@ -202,10 +289,12 @@ class ComposeRuntime:
 
     def start(self, options: UpOptions, progress: Callable[[str], None] | None = None) -> None:
         """`compose up -d` (building when asked or when the image is missing)."""
-        self.mode = ComposeMode(options.proxy, options.replicas)
+        self.mode = self._mode_for(options)
         self._save_mode()
         scales = {"api": options.replicas} if options.replicas > 1 else {}
         try:
+            # Compose waits here for the one-shot migrate to exit 0 before it starts api and
+            # worker, and fails when it does not.
             for _source, line in self.client().compose.up(
                 detach=True,
                 build=options.build,
@@ -216,10 +305,26 @@ class ComposeRuntime:
                 if progress:
                     progress(line.decode(errors="replace").rstrip())
         except DockerException as exc:
+            blocked = self._blocking_service()
             raise Unhealthy(
                 f"docker compose up failed: {_first_line(exc)}",
                 hint="movieops logs, or docker compose logs, shows why",
+                data={"blocked": blocked} if blocked else None,
             ) from None
+
+    def _blocking_service(self) -> str | None:
+        """The first service (in start-up order) whose container failed or is unhealthy."""
+        try:
+            rows = self._ps_rows()
+        except DockerUnavailable:
+            return None
+        bad = {
+            str(row["Service"])
+            for row in rows
+            if service_state(row) in {"failed", "exited", "dead"}
+            or row.get("Health") == "unhealthy"
+        }
+        return next((service for service in self.services if service in bad), None)
 
     def stop(self, volumes: bool) -> list[str]:
         """`compose down` over every profile; `-v` deletes the named volumes."""
@@ -229,8 +334,16 @@ class ComposeRuntime:
             )
         except DockerException as exc:
             raise DockerUnavailable(f"docker compose down failed: {_first_line(exc)}") from None
-        (self.state_dir / MODE_FILE).unlink(missing_ok=True)
-        self.mode = ComposeMode()
+        if volumes:
+            (self.state_dir / MODE_FILE).unlink(missing_ok=True)
+            # A new database gets a new password.
+            (self.state_dir / POSTGRES_PASSWORD_FILE).unlink(missing_ok=True)
+            self._postgres_password = None
+            self.mode = ComposeMode()
+        else:
+            # The data stays, so the next `up` uses the same database (proxy and replicas reset).
+            self.mode = ComposeMode(database=self.mode.database)
+            self._save_mode()
         return ["removed the containers and network"] + (
             ["deleted the database and Redis volumes"] if volumes else []
         )
@@ -262,6 +375,7 @@ class ComposeRuntime:
             "api": endpoints.api_url,
             "redis": redact_url(endpoints.redis_url),
             "proxy": endpoints.proxy_url,
+            "postgres": self.postgres_url,
         }
         per_service = Counter(str(r["Service"]) for r in rows)
 
@@ -274,7 +388,7 @@ class ComposeRuntime:
         states = [
             ServiceState(
                 service=label(r),
-                state=r.get("State", "unknown"),
+                state=service_state(r),
                 health=r.get("Health") or None,
                 restarts=restarts.get(r["Name"]),
                 uptime_seconds=started.get(r["Name"]) if r.get("State") == "running" else None,
@@ -292,7 +406,8 @@ class ComposeRuntime:
 
     @staticmethod
     def _order(service: str) -> int:
-        return {"redis": 0, "api": 1, "worker": 2, "proxy": 3}.get(service, 9)
+        order = ("redis", "postgres", "migrate", "api", "worker", "proxy")
+        return order.index(service) if service in order else len(order)
 
     def logs(
         self, services: list[str], tail: int | None, since: str | None, follow: bool

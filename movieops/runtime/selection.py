@@ -94,7 +94,14 @@ def select_runtime(
         from movieops.runtime.compose import ComposeRuntime
 
         ports = (settings.api_port, settings.proxy_port, settings.redis_port)
-        return ComposeRuntime(project_dir, settings.compose_project, state_dir, ports, token=token)
+        return ComposeRuntime(
+            project_dir,
+            settings.compose_project,
+            state_dir,
+            ports,
+            token=token,
+            postgres_port=settings.postgres_port,
+        )
     from movieops.runtime.local import LocalRuntime
 
     return LocalRuntime(stack(), state_dir, project_dir, token=token)

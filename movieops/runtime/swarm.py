@@ -28,13 +28,17 @@ from movieops.ports import held_by_stack, holder_of, port_check
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 from movieops.secrets import ensure_secret, private_dir, read_secret, write_private
 from movieops.swarmfile import SECRET_PLACEHOLDER, StackFileError, stack_file
-from movieops.whales import COMPOSE_FILE, REDIS_PASSWORD_FILE, docker_problem
+from movieops.whales import (
+    COMPOSE_FILE,
+    POSTGRES_PASSWORD_FILE,
+    REDIS_PASSWORD_FILE,
+    docker_problem,
+)
 from movieops.whales import first_line as _first_line
 
 SWARM_FILE = "compose.swarm.yaml"
 STACK_FILE = "swarm-stack.json"
 MODE_FILE = "swarm-mode.json"
-POSTGRES_PASSWORD_FILE = "postgres.password"  # noqa: S105 - a file name
 TOKEN_FILE = "contract.token"  # noqa: S105 - a file name (movieops.contract writes it)
 APP_REPOSITORY = "movieops-app"
 BUILT_IMAGE = f"{APP_REPOSITORY}:local"
