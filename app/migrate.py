@@ -15,7 +15,9 @@ import asyncio
 import sys
 from dataclasses import dataclass
 
+import stamina
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings, load_settings_or_exit
 from app.db import create_engine, create_schema, wait_for_schema
@@ -30,10 +32,35 @@ class Migrated:
     seeded: int
 
 
+def _not_up_yet(exc: Exception) -> bool:
+    """A database that is not accepting connections yet (its host not resolvable yet, the
+    port refusing, PostgreSQL still starting up): worth waiting for. A wrong password or a bad
+    database name is not."""
+    cause = getattr(exc, "orig", None) or exc
+    return isinstance(cause, OSError) or type(cause).__name__ == "CannotConnectNowError"
+
+
+async def _wait_until_reachable(engine: AsyncEngine, timeout_seconds: float) -> None:
+    """Connect once, retrying for up to ``timeout_seconds`` while the database is not up yet:
+    on Swarm the migration job may start before PostgreSQL does (there is no depends_on)."""
+    async for attempt in stamina.retry_context(
+        on=_not_up_yet,
+        attempts=None,
+        timeout=max(timeout_seconds, 0.001),
+        wait_initial=0.2,
+        wait_max=1.0,
+    ):
+        with attempt:
+            async with engine.connect():
+                pass
+
+
 async def migrate(settings: Settings) -> Migrated:
-    """Upgrade the database of ``settings`` to head and seed it once (if configured)."""
+    """Upgrade the database of ``settings`` to head and seed it once (if configured); wait
+    up to MOVIE_SCHEMA_WAIT_SECONDS for a database that is not accepting connections yet."""
     engine = create_engine(settings.database_connect_url())
     try:
+        await _wait_until_reachable(engine, settings.schema_wait_seconds)
         revision = await create_schema(engine)
         seeded = await seed_demo_catalog(engine) if settings.seed_demo_data else 0
     finally:
@@ -58,6 +85,8 @@ def require_schema(settings: Settings) -> str:
 def main() -> int:
     """Entry point: one line on success (exit 0) or failure (exit 1)."""
     settings = load_settings_or_exit()
+    # The step says one line: no log line per attempt while it waits for the database.
+    stamina.instrumentation.set_on_retry_hooks([])
     try:
         result = asyncio.run(migrate(settings))
     except (SQLAlchemyError, OSError) as exc:

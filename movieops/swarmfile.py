@@ -128,8 +128,8 @@ def stack_file(
                 del deploy[key]
         for key in DROPPED_KEYS:
             service.pop(key, None)
-        if service.get("entrypoint") is None:
-            service.pop("entrypoint", None)
+        for key in [k for k, v in service.items() if v is None]:
+            del service[key]  # e.g. `command: null`: the image's own (Swarm wants no null)
         if mounts:
             service["volumes"] = [*(service.get("volumes") or []), *mounts]
         if deploy:

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -65,13 +66,53 @@ async def test_migrate_steps_running_at_once_upgrade_and_seed_exactly_once(
 
 @pytest.mark.postgres
 async def test_migrate_step_fails_with_one_line_when_the_database_is_unreachable() -> None:
-    """No server at the URL: exit 1 and one `error:` line, no traceback."""
+    """No server at the URL, still none after MOVIE_SCHEMA_WAIT_SECONDS: exit 1 and one
+    `error:` line, no traceback."""
     url = f"postgresql+asyncpg://movie@127.0.0.1:{free_port()}/movies"
-    code, out, err = await _run_module("app.migrate", {"MOVIE_DATABASE_URL": url})
+    env = {"MOVIE_DATABASE_URL": url, "MOVIE_SCHEMA_WAIT_SECONDS": "1"}
+    code, out, err = await _run_module("app.migrate", env)
     assert code == 1
     assert out == ""
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("error: migration failed:")
+
+
+async def _forward(port: int, target: tuple[str, int]) -> asyncio.Server:
+    """A TCP forwarder on 127.0.0.1:``port`` to ``target``: a database that appears late."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*target)
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
+@pytest.mark.postgres
+async def test_migrate_step_waits_for_a_database_that_is_not_up_yet(pg_url: str) -> None:
+    """On Swarm the migration job can start before PostgreSQL: nothing answers at first, the
+    step keeps trying (MOVIE_SCHEMA_WAIT_SECONDS) and migrates once the server is there."""
+    real = urlsplit(pg_url.replace("postgresql+asyncpg", "http"))
+    port = free_port()
+    late_url = pg_url.replace(f"{real.hostname}:{real.port}", f"127.0.0.1:{port}")
+    env = {"MOVIE_DATABASE_URL": late_url, "MOVIE_SCHEMA_WAIT_SECONDS": "30"}
+    step = asyncio.create_task(_run_module("app.migrate", env))
+    await asyncio.sleep(1.5)
+    assert not step.done()
+    server = await _forward(port, (str(real.hostname), int(real.port or 5432)))
+    try:
+        code, out, err = await asyncio.wait_for(step, 60)
+    finally:
+        server.close()
+    assert code == 0, err
+    assert "revision 0001 (head)" in out
 
 
 async def test_the_models_match_the_migrations(database_url: str) -> None:

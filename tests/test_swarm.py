@@ -154,8 +154,9 @@ class SteadyClient:
 
 
 def test_up_deploys_postgres_three_replicas_the_proxy_and_the_worker(stack: Cli) -> None:
-    """A cold `up --replicas 3` waits until every task is healthy and the migration job ran."""
-    data = stack.json("up", "--replicas", "3")["data"]
+    """A cold `up --build --replicas 3` waits until every task is healthy and the migration
+    job ran (--build: the image of this checkout, not an older one left on the machine)."""
+    data = stack.json("up", "--build", "--replicas", "3")["data"]
     assert data["runtime"] == "swarm"
     rows = {s["service"]: s for s in data["services"]}
     assert {"api-1", "api-2", "api-3", "worker", "redis", "postgres", "proxy"} <= rows.keys()

@@ -285,7 +285,7 @@ class SwarmRuntime:
         client = DockerClient()
         try:
             containers = client.container.list(
-                filters={"label": f"com.docker.swarm.service.name={self.stack}_redis"}
+                filters=[("label", f"com.docker.swarm.service.name={self.stack}_redis")]
             )
             if not containers:
                 return None
@@ -399,8 +399,8 @@ class SwarmRuntime:
                 raise DockerUnavailable(f"docker stack rm failed: {_first_line(exc)}") from None
         deadline = time.monotonic() + DOWN_TIMEOUT_SECONDS
         while True:
-            left = client.container.list(all=True, filters={"label": label}) + list(
-                client.network.list(filters={"label": label})
+            left = client.container.list(all=True, filters=[("label", label)]) + list(
+                client.network.list(filters=[("label", label)])
             )
             if not left:
                 break
@@ -413,7 +413,7 @@ class SwarmRuntime:
             time.sleep(0.5)
         done = ["removed the services, secrets, configs and network"]
         if volumes:
-            stale: list[Any] = list(client.volume.list(filters={"label": label}))
+            stale: list[Any] = list(client.volume.list(filters=[("label", label)]))
             if stale:
                 client.volume.remove(stale)
             done.append("deleted the PostgreSQL and Redis volumes")
@@ -640,7 +640,8 @@ class SwarmRuntime:
         client = DockerClient()
         try:
             containers = client.container.list(
-                all=True, filters={"label": f"com.docker.swarm.service.name={self.stack}_{service}"}
+                all=True,
+                filters=[("label", f"com.docker.swarm.service.name={self.stack}_{service}")],
             )
         except DockerException:
             containers = []
