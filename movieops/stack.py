@@ -141,10 +141,11 @@ def wait_healthy(
     """
     started = time.monotonic()
     progress = {s: ServiceProgress(s) for s in runtime.services}
-    endpoints = runtime.endpoints()
     first_restarts: dict[str, int] = {}
 
     def poll() -> list[ServiceProgress] | None:
+        # Asked on every poll: a Swarm service's address is known only once its task runs.
+        endpoints = runtime.endpoints()
         abandoned = runtime.rollout_failure() if watch_rollout else None
         if abandoned is not None:
             service, why = abandoned

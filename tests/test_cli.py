@@ -413,9 +413,9 @@ def test_failing_service_is_named_and_a_bundle_is_saved(tmp_path: Path) -> None:
     env = {
         "MOVIE_PORT": str(free_port()),
         "MOVIE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-        # An address of no interface here (TEST-NET-1): the migration step passes, then the API
+        # An address of no interface here (TEST-NET-3): the migration step passes, then the API
         # cannot bind and crashes at start-up, again and again.
-        "MOVIE_HOST": "192.0.2.1",
+        "MOVIE_HOST": "203.0.113.1",
     }
     run = Cli(tmp_path, env)
     try:
@@ -438,8 +438,8 @@ def test_failing_service_is_named_and_a_bundle_is_saved(tmp_path: Path) -> None:
     status_json = (bundle / "status.json").read_text()
     assert f"redis://:{REDACTED}@" in status_json
     assert (tmp_path / ".movieops" / "redis.password").read_text() not in status_json
-    assert "192.0.2.1" in (bundle / "logs.txt").read_text()
-    assert any("192.0.2.1" in line for line in data["last_log_lines"])
+    assert "203.0.113.1" in (bundle / "logs.txt").read_text()
+    assert any("203.0.113.1" in line for line in data["last_log_lines"])
     assert error["next_command"] == f"movieops logs {data['blocked']}"
 
 

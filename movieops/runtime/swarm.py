@@ -186,7 +186,7 @@ class SwarmRuntime:
             "token": token_file,
         }
 
-    def _compose_client(self, replicas: int) -> DockerClient:
+    def _compose_client(self, replicas: int, overlay: bool = True) -> DockerClient:
         """Compose with the overlay, for rendering and building. Secret variables get a
         placeholder (the stack file must never hold one); the env file holds no secret."""
         self._secret_files()
@@ -204,8 +204,11 @@ class SwarmRuntime:
         env_files: list[str | Path] = [env_file]
         if (self.project_dir / ".env").exists():
             env_files.insert(0, self.project_dir / ".env")
+        files: list[str | Path] = [self.project_dir / COMPOSE_FILE]
+        if overlay:
+            files.append(self.project_dir / SWARM_FILE)
         return DockerClient(
-            compose_files=[self.project_dir / COMPOSE_FILE, self.project_dir / SWARM_FILE],
+            compose_files=files,
             compose_project_name=self.stack,
             compose_project_directory=self.project_dir,
             compose_profiles=["*"],
@@ -263,7 +266,7 @@ class SwarmRuntime:
         return unique
 
     def _build(self, progress: Callable[[str], None] | None) -> None:
-        client = self._compose_client(1)
+        client = self._compose_client(1, overlay=False)  # the build is Compose's own
         try:
             for _source, line in client.compose.build(["api"], stream_logs=True):
                 if progress:
@@ -405,9 +408,10 @@ class SwarmRuntime:
             if not left:
                 break
             if time.monotonic() > deadline:
+                names = ", ".join(sorted(str(item.name) for item in left)[:5])
                 raise DockerUnavailable(
                     f"the stack's containers or networks are still there after "
-                    f"{DOWN_TIMEOUT_SECONDS:g}s",
+                    f"{DOWN_TIMEOUT_SECONDS:g}s: {names}",
                     hint="docker stack ps, docker network ls",
                 )
             time.sleep(0.5)
@@ -485,9 +489,8 @@ class SwarmRuntime:
             name = str(service["Spec"]["Name"]).removeprefix(f"{self.stack}_")
             status = service.get("UpdateStatus") or {}
             changed = _parse_time(service.get("UpdatedAt"))
-            created = _parse_time(service.get("CreatedAt"))
-            if changed is None or changed < self._deployed_at or changed == created:
-                continue  # not changed by this deploy, or just created (no old tasks)
+            if not service.get("PreviousSpec") or changed is None or changed < self._deployed_at:
+                continue  # just created (no old tasks to replace), or not changed by this deploy
             started = _parse_time(status.get("StartedAt"))
             state = str(status.get("State") or "")
             if started is None or started < self._deployed_at:
