@@ -9,6 +9,7 @@ failure of `up`. Secrets reach the services as Docker secrets, never as environm
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import re
@@ -402,7 +403,13 @@ class SwarmRuntime:
                 raise DockerUnavailable(f"docker stack rm failed: {_first_line(exc)}") from None
         deadline = time.monotonic() + DOWN_TIMEOUT_SECONDS
         while True:
-            left = client.container.list(all=True, filters=[("label", label)]) + list(
+            containers = client.container.list(all=True, filters=[("label", label)])
+            finished = [c for c in containers if c.state.status in {"exited", "dead", "created"}]
+            if finished:
+                # A finished job's container outlives its service (Engine 20.10 leaves them)
+                with contextlib.suppress(DockerException):
+                    client.container.remove(finished, force=True)
+            left = [c for c in containers if c not in finished] + list(
                 client.network.list(filters=[("label", label)])
             )
             if not left:
