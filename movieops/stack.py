@@ -297,7 +297,7 @@ def bring_up(
             hint=first.fix,
             data={"checks": checks},
         )
-    if not options.build and healthy_now(runtime, worker_interval):
+    if not options.build and not options.image and healthy_now(runtime, worker_interval):
         return UpResult(
             runtime.name,
             True,

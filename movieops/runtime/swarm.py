@@ -13,6 +13,7 @@ import contextlib
 import json
 import queue
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,7 @@ SERVICES = ("postgres", "redis", "migrate", "api", "worker", "proxy")
 UPDATING = {"updating", "rollback_started"}
 ROLLED_BACK = {"rollback_started", "rollback_completed", "rollback_paused"}
 DOWN_TIMEOUT_SECONDS = 60.0
+LOGS_TIMEOUT_SECONDS = 10.0
 _TASK_NAME = re.compile(r"^(?P<service>.+?)\.(?P<slot>[^.]+)(?:\.(?P<task>\w+))?$")
 _LOG_PREFIX = re.compile(r"^(?P<service>[\w-]+)\.(?P<slot>\w+)(?:\.\w+)?@[^|]*\|\s?")
 
@@ -496,8 +498,18 @@ class SwarmRuntime:
             name = str(service["Spec"]["Name"]).removeprefix(f"{self.stack}_")
             status = service.get("UpdateStatus") or {}
             changed = _parse_time(service.get("UpdatedAt"))
-            if not service.get("PreviousSpec") or changed is None or changed < self._deployed_at:
-                continue  # just created (no old tasks to replace), or not changed by this deploy
+            previous = service.get("PreviousSpec")
+            if (
+                name in JOB_SERVICES  # a job has no rolling update: its new task runs once
+                or not previous  # just created: no old tasks to replace
+                # re-submitted by a deploy with the same image: Swarm replaces tasks only when
+                # their template changes, and movieops' deploys change the app image (the specs
+                # themselves differ in defaults Docker fills in, so they are not compared)
+                or _image(previous) == _image(service.get("Spec") or {})
+                or changed is None
+                or changed < self._deployed_at  # not changed since this deploy
+            ):
+                continue
             started = _parse_time(status.get("StartedAt"))
             state = str(status.get("State") or "")
             if started is None or started < self._deployed_at:
@@ -577,11 +589,16 @@ class SwarmRuntime:
         for r in rows:
             base = r.service.split("-")[0]
             state, detail = r.state, r.detail
-            if base in updates and state == "running":
-                state, detail = "updating", f"rolling update: {updates[base][1]}"
+            restarts = r.restarts
+            if base in updates:
+                # Swarm judges a rolling update's failing tasks itself (and rolls it back):
+                # they are not a crash loop for `up` to stop on.
+                restarts = None
+                if state == "running":
+                    state, detail = "updating", f"rolling update: {updates[base][1]}"
             out.append(
                 ServiceState(
-                    r.service, state, r.health, r.restarts, r.uptime_seconds, urls.get(base), detail
+                    r.service, state, r.health, restarts, r.uptime_seconds, urls.get(base), detail
                 )
             )
         out.extend(ServiceState(s, "missing", url=urls.get(s)) for s in SERVICES if s not in seen)
@@ -611,13 +628,24 @@ class SwarmRuntime:
         names = [n for n in names if n in existing]
         if not follow:
             for service in names:
+                # `docker service logs` without --follow can hang after printing everything
+                # (Engine 20.10, a service whose tasks failed): bounded, keeping what it printed.
                 try:
-                    for _source, raw in stream_stdout_and_stderr(command(service)):
-                        yield log_line(raw.decode(errors="replace").rstrip("\n"), self.stack)
-                except DockerException as exc:
-                    raise DockerUnavailable(
-                        f"docker service logs failed: {_first_line(exc)}"
-                    ) from None
+                    done = subprocess.run(  # noqa: S603 - our own docker command
+                        [str(part) for part in command(service)],
+                        capture_output=True,
+                        timeout=LOGS_TIMEOUT_SECONDS,
+                        check=False,
+                    )
+                    output, error = done.stdout, done.stderr
+                    if done.returncode != 0 and not output:
+                        raise DockerUnavailable(
+                            f"docker service logs failed: {error.decode(errors='replace')[:300]}"
+                        )
+                except subprocess.TimeoutExpired as exc:
+                    output, error = exc.stdout or b"", exc.stderr or b""
+                for raw in (output + error).decode(errors="replace").splitlines():
+                    yield log_line(raw, self.stack)
             return
         lines: queue.Queue[str | None] = queue.Queue()
 
@@ -676,6 +704,10 @@ class SwarmRuntime:
             }
         except DockerException as exc:
             raise PreflightFailed(_first_line(exc)) from None
+
+
+def _image(spec: dict[str, Any]) -> object:
+    return spec.get("TaskTemplate", {}).get("ContainerSpec", {}).get("Image")
 
 
 def _parse_time(value: object) -> datetime | None:
