@@ -146,3 +146,14 @@ def test_service_log_lines_take_the_compose_shape() -> None:
     """`st_api.2.taskid@node | text` reads `api-2 | text`; other lines are left alone."""
     assert log_line("st_api.2.x1y2z3@vm    | hello | world", "st") == "api-2 | hello | world"
     assert log_line("plain line", "st") == "plain line"
+
+
+def test_a_failed_task_of_a_service_is_restarting_and_of_a_job_failed() -> None:
+    """Swarm replaces a service's failed task (not a failure of `up` by itself); a job's is."""
+    tasks = [
+        _task("st_api.1", "Running", "Failed 1 second ago", "task: non-zero exit (143)"),
+        _task("st_migrate.abc", "Complete", "Failed 2 seconds ago", "task: non-zero exit (1)"),
+    ]
+    rows = {r.service: r for r in task_rows(tasks, "st")}
+    assert rows["api"].state == "restarting"
+    assert (rows["migrate"].state, rows["migrate"].detail) == ("failed", "task: non-zero exit (1)")

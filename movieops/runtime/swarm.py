@@ -110,7 +110,14 @@ def task_rows(tasks: list[dict[str, Any]], stack: str) -> list[ServiceState]:
     for (service, slot), task in sorted(newest.items(), key=lambda i: (_order(i[0][0]), i[0])):
         current = str(task.get("CurrentState", "")).split(" ")[0].lower()
         error = str(task.get("Error") or "")
-        state = {"complete": "exited", "shutdown": "exited"}.get(current, current or "unknown")
+        # A long-running service's task that ended is replaced by Swarm (its restart policy):
+        # "restarting", never the "failed" of a one-shot, which nothing will run again.
+        state = {
+            "complete": "restarting",
+            "shutdown": "exited",
+            "failed": "restarting",
+            "rejected": "restarting",
+        }.get(current, current or "unknown")
         health = "healthy" if current == "running" else ("starting" if current else None)
         detail: str | None
         if service in JOB_SERVICES and current in {"complete", "failed", "rejected"}:
@@ -594,8 +601,8 @@ class SwarmRuntime:
                 # Swarm judges a rolling update's failing tasks itself (and rolls it back):
                 # they are not a crash loop for `up` to stop on.
                 restarts = None
-                if state == "running":
-                    state, detail = "updating", f"rolling update: {updates[base][1]}"
+                state = "updating"
+                detail = f"rolling update: {updates[base][1]}" + (f" ({detail})" if detail else "")
             out.append(
                 ServiceState(
                     r.service, state, r.health, restarts, r.uptime_seconds, urls.get(base), detail
