@@ -3,6 +3,8 @@ line of a Docker error worth showing."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from python_on_whales import DockerClient
 from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
@@ -37,3 +39,22 @@ def docker_problem(client: DockerClient | None = None) -> str | None:
     except DockerException as exc:
         return f"docker compose does not work: {first_line(exc)}"
     return None
+
+
+def health_lines(name: str, container: Any) -> list[str]:
+    """The last three healthcheck outputs of a container (python-on-whales' Container)."""
+    health = container.state.health
+    return [
+        f"{name}: exit {entry.exit_code}: {(entry.output or '').strip()}"
+        for entry in ((health.log or [])[-3:] if health else [])
+    ]
+
+
+def docker_versions(client: DockerClient) -> dict[str, str]:
+    """Docker client/server and Compose versions (for failure bundles); raises DockerException."""
+    version = client.version()
+    return {
+        "docker client": str(version.client.version if version.client else "?"),
+        "docker server": str(version.server.version if version.server else "?"),
+        "docker compose": client.compose.version(),
+    }

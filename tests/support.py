@@ -119,3 +119,16 @@ async def run_burst(settings: Settings, *, count_failed: bool = False) -> int:
     finally:
         await worker.close()
     return worker.jobs_complete + (worker.jobs_failed if count_failed else 0)
+
+
+def assert_hardened(service: str, container: Any) -> None:
+    """A compose container as every service of the stack runs: read-only root, every
+    capability dropped, no-new-privileges, a memory and a pids limit, /tmp a tmpfs, not root."""
+    host = container.host_config
+    assert host.readonly_rootfs is True, service
+    assert host.cap_drop == ["ALL"], service
+    assert "no-new-privileges:true" in (host.security_opt or []), service
+    assert (host.memory or 0) > 0, service
+    assert (host.pids_limit or 0) > 0, service
+    assert "/tmp" in {str(path) for path in host.tmpfs or {}}, service  # noqa: S108
+    assert container.config.user not in {None, "", "0", "root"}, service

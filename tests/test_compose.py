@@ -24,7 +24,7 @@ import redis
 from python_on_whales import DockerClient
 
 from movieops.whales import docker_problem
-from tests.support import free_port
+from tests.support import assert_hardened, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # The app image's tag (compose's MOVIE_APP_IMAGE): the default, unless a machine that runs
@@ -298,14 +298,7 @@ def test_every_container_is_hardened(stack: Stack, with_proxy: DockerClient) -> 
     services = {(c.config.labels or {})["com.docker.compose.service"]: c for c in containers}
     assert set(services) == {"api", "worker", "redis", "proxy"}
     for service, container in services.items():
-        host = container.host_config
-        assert host.readonly_rootfs is True, service
-        assert host.cap_drop == ["ALL"], service
-        assert "no-new-privileges:true" in (host.security_opt or []), service
-        assert (host.memory or 0) > 0, service
-        assert (host.pids_limit or 0) > 0, service
-        assert "/tmp" in {str(path) for path in host.tmpfs or {}}, service  # noqa: S108
-        assert container.config.user not in {None, "", "0", "root"}, service
+        assert_hardened(service, container)
 
 
 def test_redis_refuses_unauthenticated_clients_and_keeps_its_password_off_argv(

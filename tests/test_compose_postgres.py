@@ -20,7 +20,7 @@ import pytest
 from python_on_whales import DockerClient
 
 from tests.clihelp import Cli
-from tests.support import free_port
+from tests.support import assert_hardened, free_port
 from tests.test_compose import APP_IMAGE, ROOT, _engine_problem
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -179,14 +179,7 @@ def test_postgres_and_migrate_are_hardened_like_the_others(pg: PgStack) -> None:
         for c in pg.docker.compose.ps(all=True)
     }
     for service in ("postgres", "migrate"):
-        host = containers[service].host_config
-        assert host.readonly_rootfs is True, service
-        assert host.cap_drop == ["ALL"], service
-        assert "no-new-privileges:true" in (host.security_opt or []), service
-        assert (host.memory or 0) > 0, service
-        assert (host.pids_limit or 0) > 0, service
-        assert "/tmp" in {str(path) for path in host.tmpfs or {}}, service  # noqa: S108
-        assert containers[service].config.user not in {None, "", "0", "root"}, service
+        assert_hardened(service, containers[service])
     tmpfs = {str(path) for path in containers["postgres"].host_config.tmpfs or {}}
     assert "/var/run/postgresql" in tmpfs
     policy = containers["migrate"].host_config.restart_policy

@@ -23,6 +23,8 @@ from movieops.whales import (
     POSTGRES_PASSWORD_FILE,
     REDIS_PASSWORD_FILE,
     docker_problem,
+    docker_versions,
+    health_lines,
 )
 from movieops.whales import first_line as _first_line
 
@@ -432,24 +434,13 @@ class ComposeRuntime:
         for row in self._ps_rows():
             if row["Service"] != service:
                 continue
-            container = DockerClient().container.inspect(row["Name"])
-            health = container.state.health
-            for entry in (health.log or [])[-3:] if health else []:
-                lines.append(
-                    f"{row['Name']}: exit {entry.exit_code}: {(entry.output or '').strip()}"
-                )
+            lines.extend(health_lines(row["Name"], DockerClient().container.inspect(row["Name"])))
         return "\n".join(lines)
 
     def versions(self) -> dict[str, str]:
         """Docker client/server and Compose versions."""
-        client = DockerClient()
         try:
-            version = client.version()
-            return {
-                "docker client": str(version.client.version if version.client else "?"),
-                "docker server": str(version.server.version if version.server else "?"),
-                "docker compose": client.compose.version(),
-            }
+            return docker_versions(DockerClient())
         except DockerException as exc:
             raise PreflightFailed(_first_line(exc)) from None
 

@@ -35,6 +35,8 @@ from movieops.whales import (
     POSTGRES_PASSWORD_FILE,
     REDIS_PASSWORD_FILE,
     docker_problem,
+    docker_versions,
+    health_lines,
 )
 from movieops.whales import first_line as _first_line
 
@@ -691,24 +693,13 @@ class SwarmRuntime:
         except DockerException:
             containers = []
         for container in containers[:3]:
-            health = container.state.health
-            for entry in (health.log or [])[-3:] if health else []:
-                out.append(
-                    f"{container.name}: exit {entry.exit_code}: {(entry.output or '').strip()}"
-                )
+            out.extend(health_lines(container.name, container))
         return "\n".join(out)
 
     def versions(self) -> dict[str, str]:
         """Docker client/server and Compose versions, and the swarm's size."""
-        client = DockerClient()
         try:
-            version = client.version()
-            return {
-                "docker client": str(version.client.version if version.client else "?"),
-                "docker server": str(version.server.version if version.server else "?"),
-                "docker compose": client.compose.version(),
-                "swarm nodes": str(self._nodes()),
-            }
+            return {**docker_versions(DockerClient()), "swarm nodes": str(self._nodes())}
         except DockerException as exc:
             raise PreflightFailed(_first_line(exc)) from None
 
