@@ -21,6 +21,19 @@ would still contain it is refused."""
 
 STACK_VERSION = "3.9"
 
+SECRET_VARIABLES = frozenset(
+    {
+        "MOVIE_REDIS_PASSWORD",
+        "MOVIE_DATABASE_PASSWORD",
+        "MOVIE_POSTGRES_PASSWORD",
+        "MOVIE_RATE_LIMIT_EXEMPT_TOKENS",
+        "POSTGRES_PASSWORD",
+        "REDISCLI_AUTH",
+    }
+)
+"""Variables that carry a secret: on Swarm they arrive as Docker secrets, so they are dropped
+from every environment, whatever value an .env file or the shell gave them."""
+
 # Service keys Swarm refuses (depends_on in its long form), ignores with a warning (build,
 # restart, container_name, security_opt, tmpfs, mem_limit …) or that only Compose reads.
 DROPPED_KEYS = (
@@ -114,7 +127,7 @@ def stack_file(
             continue
         service = dict(raw)
         for key, value in list((service.get("environment") or {}).items()):
-            if value is not None and SECRET_PLACEHOLDER in str(value):
+            if key in SECRET_VARIABLES or (value is not None and SECRET_PLACEHOLDER in str(value)):
                 del service["environment"][key]
         mounts = _tmpfs_volumes(service)
         limits = _resources(service)

@@ -176,6 +176,18 @@ def test_a_second_up_on_the_healthy_stack_is_a_no_op(stack: Cli) -> None:
     assert _service_images(stack) == before
 
 
+def test_up_with_another_number_of_replicas_scales_the_api(stack: Cli) -> None:
+    """`up --replicas 2` on the 3-replica stack is no no-op: it deploys and waits until two
+    replicas run; `up --replicas 3` brings the third back."""
+    rows = stack.json("up", "--replicas", "2")["data"]["services"]
+    assert sorted(r["service"] for r in rows if r["service"].startswith("api")) == [
+        "api-1",
+        "api-2",
+    ]
+    rows = stack.json("up", "--replicas", "3")["data"]["services"]
+    assert sum(1 for r in rows if r["service"].startswith("api-")) == 3
+
+
 def test_secrets_are_docker_secrets_never_in_the_stack_file_or_the_service_specs(
     stack: Cli,
 ) -> None:

@@ -92,6 +92,16 @@ def test_secret_placeholders_never_reach_the_stack_file(tmp_path: Path) -> None:
     assert SECRET_PLACEHOLDER not in repr(out)
 
 
+def test_secret_variables_from_an_env_file_never_reach_the_stack_file(tmp_path: Path) -> None:
+    """A password an .env file put in a service's environment (env_file) is dropped too: the
+    service gets it as a Docker secret, never in its spec."""
+    config = _config(tmp_path)
+    config["services"]["api"]["environment"]["MOVIE_DATABASE_PASSWORD"] = "hunter2hunter2"
+    config["services"]["api"]["environment"]["POSTGRES_PASSWORD"] = "hunter2hunter2"
+    out = stack_file(config, stack="st", app_image="i", app_services=frozenset({"api"}))
+    assert "hunter2hunter2" not in repr(out)
+
+
 def test_a_placeholder_outside_the_environment_is_refused(tmp_path: Path) -> None:
     """A secret interpolated anywhere else (a command line) stops the deploy."""
     config = _config(tmp_path)
@@ -157,3 +167,27 @@ def test_a_failed_task_of_a_service_is_restarting_and_of_a_job_failed() -> None:
     rows = {r.service: r for r in task_rows(tasks, "st")}
     assert rows["api"].state == "restarting"
     assert (rows["migrate"].state, rows["migrate"].detail) == ("failed", "task: non-zero exit (1)")
+
+
+def test_asking_for_other_replicas_makes_a_healthy_stack_not_up_to_date(tmp_path: Path) -> None:
+    """`up --replicas N` on a stack running another number is no no-op: slots to start are
+    missing, slots to remove are stopping (so `up` deploys and waits)."""
+    from movieops.runtime import ServiceState
+    from movieops.runtime.swarm import SwarmRuntime
+
+    runtime = SwarmRuntime(tmp_path, "st", tmp_path, 8080)
+    three = [ServiceState(f"api-{n}", "running", "healthy") for n in (1, 2, 3)]
+    runtime._wanted_replicas = 3
+    assert runtime._against_wanted_replicas(list(three), None) == three
+    runtime._wanted_replicas = 5
+    grown = runtime._against_wanted_replicas(list(three), None)
+    assert [(r.service, r.state) for r in grown[3:]] == [("api-4", "missing"), ("api-5", "missing")]
+    runtime._wanted_replicas = 1
+    shrunk = {r.service: r.state for r in runtime._against_wanted_replicas(list(three), None)}
+    assert shrunk == {"api-1": "running", "api-2": "stopping", "api-3": "stopping"}
+    runtime._wanted_replicas = 2
+    single = [ServiceState("api", "running", "healthy")]
+    assert [r.service for r in runtime._against_wanted_replicas(list(single), None)] == [
+        "api",
+        "api-2",
+    ]

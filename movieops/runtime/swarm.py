@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,7 @@ class SwarmRuntime:
         self.token = token
         self._deployed_at: datetime | None = None
         self._siblings_rolled_back = False
-        self._redis_address: str | None = None
+        self._wanted_replicas: int | None = None  # what this process's `up` asked for
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -182,21 +183,17 @@ class SwarmRuntime:
         return SERVICES
 
     # --- rendering --------------------------------------------------------------------------
-    def _secret_files(self) -> dict[str, Path]:
-        """The files Docker secrets are made from: generated once, 0600, in the state dir."""
+    def _secret_files(self) -> None:
+        """The files compose.swarm.yaml makes Docker secrets from: generated once, 0600, in the
+        state dir (the exemption token is the contract's own file, made by `up`)."""
         private_dir(self.state_dir)
         ensure_secret(self.state_dir / REDIS_PASSWORD_FILE)
         ensure_secret(self.state_dir / POSTGRES_PASSWORD_FILE)
         token_file = self.state_dir / TOKEN_FILE
         if self.token and read_secret(token_file) != self.token:
-            write_private(token_file, self.token)
+            write_private(token_file, self.token)  # the token this runtime was given wins
         elif not token_file.exists():
             ensure_secret(token_file)
-        return {
-            "redis": self.state_dir / REDIS_PASSWORD_FILE,
-            "postgres": self.state_dir / POSTGRES_PASSWORD_FILE,
-            "token": token_file,
-        }
 
     def _compose_client(self, replicas: int, overlay: bool = True) -> DockerClient:
         """Compose with the overlay, for rendering and building. Secret variables get a
@@ -290,7 +287,8 @@ class SwarmRuntime:
     def endpoints(self) -> Endpoints:
         """The proxy's published port; Redis at its task's address on the gateway bridge."""
         password = read_secret(self.state_dir / REDIS_PASSWORD_FILE) or ""
-        address = self._redis_address or self._find_redis_address() or "127.0.0.1"
+        # Asked each time: a restarted Redis task has a new address.
+        address = self._find_redis_address() or "127.0.0.1"
         api = f"http://127.0.0.1:{self.proxy_port}"
         return Endpoints(api, f"redis://:{password}@{address}:6379/0", api)
 
@@ -310,9 +308,7 @@ class SwarmRuntime:
         ids = {c.id for c in containers}
         for container_id, endpoint in (network.containers or {}).items():
             if container_id in ids and endpoint.ipv4_address:
-                address = str(endpoint.ipv4_address).split("/")[0]
-                self._redis_address = address
-                return address
+                return str(endpoint.ipv4_address).split("/")[0]
         return None
 
     def preflight(self, options: UpOptions) -> list[Check]:
@@ -328,6 +324,7 @@ class SwarmRuntime:
                     "or use --runtime compose",
                 )
             ]
+        self._wanted_replicas = options.replicas
         checks = [Check("docker swarm", True, f"manager of {self._nodes()} node(s)")]
         for name in (COMPOSE_FILE, SWARM_FILE):
             if not (self.project_dir / name).exists():
@@ -441,7 +438,6 @@ class SwarmRuntime:
             done.append("deleted the PostgreSQL and Redis volumes")
         (self.state_dir / MODE_FILE).unlink(missing_ok=True)
         (self.state_dir / STACK_FILE).unlink(missing_ok=True)
-        self._redis_address = None
         return done
 
     def rollback(self) -> list[str]:
@@ -611,14 +607,39 @@ class SwarmRuntime:
                 )
             )
         out.extend(ServiceState(s, "missing", url=urls.get(s)) for s in SERVICES if s not in seen)
-        return out
+        return self._against_wanted_replicas(out, urls.get("api"))
+
+    def _against_wanted_replicas(
+        self, rows: list[ServiceState], url: str | None
+    ) -> list[ServiceState]:
+        """While `up` asks for a number of API replicas the stack does not run, the slots still
+        to start are missing and the ones to remove are stopping: `up` deploys, then waits."""
+        wanted = self._wanted_replicas
+        api = [r for r in rows if r.service == "api" or r.service.startswith("api-")]
+        if wanted is None or not api or len(api) == wanted:
+            return rows
+        if len(api) < wanted:
+            have = {r.service for r in api}
+            rows += [
+                ServiceState(f"api-{slot}", "missing", url=url, detail="replica to start")
+                for slot in range(1, wanted + 1)
+                if f"api-{slot}" not in have and not (slot == 1 and "api" in have)
+            ]
+            return rows
+        extra = {r.service for r in api if r.service.split("-")[-1].isdigit()} - {
+            f"api-{slot}" for slot in range(1, wanted + 1)
+        }
+        return [
+            replace(r, state="stopping", detail="replica to remove") if r.service in extra else r
+            for r in rows
+        ]
 
     def logs(
         self, services: list[str], tail: int | None, since: str | None, follow: bool
     ) -> Iterator[str]:
         """`docker service logs` of each service (merged as they come when following)."""
         client = DockerClient()
-        names = services or [s for s in SERVICES if s != "migrate"] + ["migrate"]
+        names = services or list(SERVICES)
 
         def command(service: str) -> list[Any]:
             cmd: list[Any] = [*client.client_config.docker_cmd, "service", "logs", "--no-trunc"]
