@@ -147,6 +147,9 @@ class _OneShotStack:
     def endpoints(self) -> Endpoints:
         return Endpoints("http://127.0.0.1:9", "redis://127.0.0.1:9/0")
 
+    def rollout_failure(self) -> None:
+        return None
+
 
 def test_waiting_counts_a_done_one_shot_as_healthy_and_stops_at_once_on_a_failed_one() -> None:
     """wait_healthy: migrate done (and postgres healthy by its healthcheck) is a healthy stack;
