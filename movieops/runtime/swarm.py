@@ -1,7 +1,7 @@
 """The swarm runtime: the stack as a Docker Swarm stack, driven through python-on-whales.
 
 `up` renders compose.yaml with the Swarm overlay (compose.swarm.yaml) through `docker compose
-config`, turns the result into a stack file (movieops.runtime.swarmfile), pins the app services to
+config`, turns the result into a stack file (movieops.swarmfile), pins the app services to
 one image and runs `docker stack deploy` without waiting on it (its `--detach=false` can hang on a
 finished task): movieops watches the tasks itself, and a rolling update that Swarm rolled back is a
 failure of `up`. Secrets reach the services as Docker secrets, never as environment variables.
@@ -15,7 +15,6 @@ import queue
 import re
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from movieops.ports import held_by_stack, holder_of, port_check
 from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
 from movieops.secrets import ensure_secret, private_dir, read_secret, write_private
 from movieops.swarmfile import SECRET_PLACEHOLDER, StackFileError, stack_file
+from movieops.waiting import wait_until
 from movieops.whales import (
     COMPOSE_FILE,
     POSTGRES_PASSWORD_FILE,
@@ -409,8 +409,10 @@ class SwarmRuntime:
         except DockerException as exc:
             if "nothing found in stack" not in str(exc.stderr or exc).lower():
                 raise DockerUnavailable(f"docker stack rm failed: {_first_line(exc)}") from None
-        deadline = time.monotonic() + DOWN_TIMEOUT_SECONDS
-        while True:
+        left: list[Any] = []
+
+        def gone() -> bool | None:
+            nonlocal left
             containers = client.container.list(all=True, filters=[("label", label)])
             finished = [c for c in containers if c.state.status in {"exited", "dead", "created"}]
             if finished:
@@ -420,16 +422,17 @@ class SwarmRuntime:
             left = [c for c in containers if c not in finished] + list(
                 client.network.list(filters=[("label", label)])
             )
-            if not left:
-                break
-            if time.monotonic() > deadline:
-                names = ", ".join(sorted(str(item.name) for item in left)[:5])
-                raise DockerUnavailable(
-                    f"the stack's containers or networks are still there after "
-                    f"{DOWN_TIMEOUT_SECONDS:g}s: {names}",
-                    hint="docker stack ps, docker network ls",
-                )
-            time.sleep(0.5)
+            return True if not left else None
+
+        def still_there() -> DockerUnavailable:
+            names = ", ".join(sorted(str(item.name) for item in left)[:5])
+            return DockerUnavailable(
+                f"the stack's containers or networks are still there after "
+                f"{DOWN_TIMEOUT_SECONDS:g}s: {names}",
+                hint="docker stack ps, docker network ls",
+            )
+
+        wait_until(gone, within=DOWN_TIMEOUT_SECONDS, interval=0.5, error=still_there)
         done = ["removed the services, secrets, configs and network"]
         if volumes:
             stale: list[Any] = list(client.volume.list(filters=[("label", label)]))
@@ -447,7 +450,7 @@ class SwarmRuntime:
         rolled = []
         for service in self._service_inspect():
             name = str(service.get("Spec", {}).get("Name", ""))
-            short = name.removeprefix(f"{self.stack}_")
+            short = self._short(service)
             if short not in APP_SERVICES - JOB_SERVICES or not service.get("PreviousSpec"):
                 continue
             if (service.get("UpdateStatus") or {}).get("State") in ROLLED_BACK:
@@ -492,15 +495,19 @@ class SwarmRuntime:
         except DockerException as exc:
             raise DockerUnavailable(f"docker service inspect failed: {_first_line(exc)}") from None
 
-    def _updates(self) -> dict[str, tuple[str, str]]:
+    def _short(self, service: dict[str, Any]) -> str:
+        """A `docker service inspect` entry's name without the stack prefix (api, worker …)."""
+        return str(service.get("Spec", {}).get("Name", "")).removeprefix(f"{self.stack}_")
+
+    def _updates(self, inspected: list[dict[str, Any]] | None = None) -> dict[str, tuple[str, str]]:
         """Services whose update (begun by this process's deploy or rollback) has not ended:
         service → (state, message). Swarm's own update status, since the tasks of a start-first
         update include the old, healthy ones until the very end."""
         if self._deployed_at is None:
             return {}
         out = {}
-        for service in self._service_inspect():
-            name = str(service["Spec"]["Name"]).removeprefix(f"{self.stack}_")
+        for service in self._service_inspect() if inspected is None else inspected:
+            name = self._short(service)
             status = service.get("UpdateStatus") or {}
             changed = _parse_time(service.get("UpdatedAt"))
             previous = service.get("PreviousSpec")
@@ -538,7 +545,7 @@ class SwarmRuntime:
                 continue
             if started < self._deployed_at:
                 continue
-            name = str(service["Spec"]["Name"]).removeprefix(f"{self.stack}_")
+            name = self._short(service)
             if status.get("State") == "rollback_started":
                 return None  # still rolling back: the rows say so; wait for its end
             failed = (name, str(status.get("Message") or status.get("State")))
@@ -547,18 +554,18 @@ class SwarmRuntime:
         if not self._siblings_rolled_back:
             self._siblings_rolled_back = True
             for service in inspected:
-                name = str(service["Spec"]["Name"]).removeprefix(f"{self.stack}_")
                 state = (service.get("UpdateStatus") or {}).get("State")
+                changed = _parse_time(service.get("UpdatedAt"))
                 if (
-                    name in APP_SERVICES - JOB_SERVICES
+                    self._short(service) in APP_SERVICES - JOB_SERVICES
                     and state not in ROLLED_BACK
                     and service.get("PreviousSpec")
-                    and _parse_time(service.get("UpdatedAt")) is not None
-                    and _parse_time(service.get("UpdatedAt")) >= self._deployed_at  # type: ignore[operator]
+                    and changed is not None
+                    and changed >= self._deployed_at
                 ):
                     self._service_rollback(str(service["Spec"]["Name"]))
             return None  # wait for the siblings' rollbacks too
-        if self._updates():
+        if self._updates(inspected):  # the same answer of Swarm, not asked again
             return None
         return failed
 
@@ -651,10 +658,7 @@ class SwarmRuntime:
                 cmd.append("--follow")
             return [*cmd, f"{self.stack}_{service}"]
 
-        existing = {
-            str(s.get("Spec", {}).get("Name", "")).removeprefix(f"{self.stack}_")
-            for s in self._service_inspect()
-        }
+        existing = {self._short(service) for service in self._service_inspect()}
         names = [n for n in names if n in existing]
         if not follow:
             for service in names:
