@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["text", "json"]
 
 
 class SettingsError(Exception):
@@ -204,6 +205,23 @@ class Settings(BaseSettings):
         ),
     )
     log_level: LogLevel = Field(default="INFO", description="Log level of the API and worker.")
+    log_format: LogFormat = Field(
+        default="text",
+        description="Log lines as plain text or as one JSON object per line (json).",
+    )
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Serve Prometheus metrics at GET /metrics and count requests for them.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="Address of the worker's own metrics endpoint."
+    )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65_535,
+        description="Port of the worker's Prometheus endpoint (GET /metrics); 0: none.",
+    )
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, ge=1, le=65_535, description="Port the API listens on.")
 
@@ -242,6 +260,11 @@ class Settings(BaseSettings):
         if value is not None and not value.is_dir():
             raise ValueError(f"{str(value)!r} is not a directory")
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod
