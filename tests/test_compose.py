@@ -353,6 +353,17 @@ def test_nginx_hides_its_version_and_caps_bodies_at_64k(
     assert too_big.headers["server"] == "nginx"
 
 
+def test_the_proxy_never_publishes_metrics(stack: Stack, with_proxy: DockerClient) -> None:
+    """/metrics is for Prometheus on the internal network: the proxy answers it with a 404 of
+    its own (a problem body with a request id) and no replica's counters leak through it."""
+    for url in (f"{stack.proxy}/metrics", f"{stack.proxy}/metrics?x=1"):
+        response = httpx.get(url)
+        assert response.status_code == 404
+        assert response.json()["detail"] == "Not Found"
+        assert response.headers["x-request-id"] == response.json()["request_id"]
+        assert "movie_http_requests_total" not in response.text
+
+
 class SteadyClient:
     """GETs through the proxy at about `rate` per second until stopped (bounded duration)."""
 
