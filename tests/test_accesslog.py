@@ -29,9 +29,7 @@ async def test_each_request_logs_one_line_with_all_fields(
         await client.get("/movies/77")
     lines = [record.getMessage() for record in caplog.records if record.name == "app.access"]
     assert len(lines) == 3
-    pattern = (
-        r"^GET /movies 200 \d+\.\d\dms cache={} client=" + re.escape(CLIENT_IP) + " rid={}$"
-    )
+    pattern = r"^GET /movies 200 \d+\.\d\dms cache={} client=" + re.escape(CLIENT_IP) + " rid={}$"
     assert miss.headers["x-request-id"] == "first-one"
     assert re.match(pattern.format("MISS", "first-one"), lines[0])
     assert re.match(pattern.format("HIT", hit.headers["x-request-id"]), lines[1])
