@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
     print(report.targets_table(results.targets))
     print()
-    overhead = report.metrics_overhead(results.summaries, results.targets)
+    overhead = report.metrics_overhead(results.summaries, results.targets, results.measurements)
     if overhead:
         print(overhead)
         print()

@@ -3,6 +3,7 @@ the breaker and readiness, counted as the contract names them; nothing when swit
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from app.config import Settings
 from app.constants import idempotency_key
 from app.idempotency import fingerprint
 from app.main import create_app
+from app.metrics import ApiMetrics
 from tests.conftest import CLIENT_IP
 from tests.support import ThreadedServer, ValkeyProcess
 
@@ -249,3 +251,30 @@ async def test_redis_down_counts_fail_open_errors_the_open_breaker_and_unreadine
     assert value(samples, "movie_dependency_ready", dependency="redis") == 0
     assert value(samples, "movie_dependency_ready", dependency="database") == 1
     assert value(samples, "movie_cache_requests_total", outcome="bypass") == 4
+
+
+async def test_readiness_checks_run_at_most_once_per_five_seconds_and_are_shared() -> None:
+    """Scrapes close together reuse the last run; concurrent ones share one run; a check that
+    raises leaves every dependency at 0 instead of failing the scrape."""
+    runs: list[int] = []
+
+    async def probe() -> dict[str, bool]:
+        runs.append(1)
+        await asyncio.sleep(0.01)
+        return {"database": True, "redis": True, "worker": False}
+
+    metrics = ApiMetrics()
+    await asyncio.gather(*(metrics.refresh_readiness(probe) for _ in range(5)))
+    await metrics.refresh_readiness(probe)
+    assert len(runs) == 1
+    samples = parse(metrics.exposition().decode())
+    assert value(samples, "movie_dependency_ready", dependency="redis") == 1
+    assert value(samples, "movie_dependency_ready", dependency="worker") == 0
+
+    async def broken() -> dict[str, bool]:
+        raise RuntimeError("unexpected")
+
+    fresh = ApiMetrics()
+    await fresh.refresh_readiness(broken)
+    samples = parse(fresh.exposition().decode())
+    assert value(samples, "movie_dependency_ready", dependency="database") == 0

@@ -188,9 +188,10 @@ def test_metrics_overhead_is_the_paired_ratio_of_the_cached_get_with_and_without
     target = next(t for t in targets if t.name == name)
     assert target.measured == pytest.approx(0.95)
     assert target.met is True
-    sentence = metrics_overhead(summarize(within), targets)
+    sentence = metrics_overhead(summarize(within), targets, within)
     assert "overhead of 5.0 %" in sentence
+    assert "min 0.950, max 0.950" in sentence
     assert "within the 10% budget" in sentence
     over = [_m("full", 1, 850), _m("full_nometrics", 1, 1000)]
     assert next(t for t in evaluate_targets(over, {}, None) if t.name == name).met is False
-    assert metrics_overhead(summarize(ROUNDS), evaluate_targets(ROUNDS, {}, None)) == ""
+    assert metrics_overhead(summarize(ROUNDS), evaluate_targets(ROUNDS, {}, None), ROUNDS) == ""
