@@ -16,10 +16,12 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.constants import (
@@ -68,6 +70,14 @@ class Verdict(StrEnum):
     REPLAY = "replay"
     IN_PROGRESS = "in_progress"
     MISMATCH = "mismatch"
+
+
+# The metrics' outcome of each verdict (movie_idempotency_requests_total).
+_OUTCOME_OF = {
+    Verdict.REPLAY: "replayed",
+    Verdict.IN_PROGRESS: "conflict",
+    Verdict.MISMATCH: "mismatch",
+}
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
@@ -154,10 +164,13 @@ class IdempotencyMiddleware:
         lease_seconds: int,
         ttl_seconds: int,
         max_response_bytes: int,
+        outcomes: Mapping[str, Counter] | None = None,
     ) -> None:
         if max_response_bytes < 0:
             raise ValueError("max_response_bytes must be at least 0")
         self.app = app
+        # Pre-bound counters per outcome (app.metrics); None: not counted.
+        self.outcomes = outcomes
         self.guard = guard
         self.lease_ms = lease_seconds * 1000
         self.ttl_ms = ttl_seconds * 1000
@@ -197,6 +210,7 @@ class IdempotencyMiddleware:
         try:
             existing = await self.guard.script(self._claim, [record_key], [claim, self.lease_ms])
         except RedisUnavailable:
+            self._count("unavailable")
             await _unavailable(
                 send,
                 "Idempotency-Key cannot be honoured right now (Redis unavailable); retry later",
@@ -224,7 +238,8 @@ class IdempotencyMiddleware:
             )
             return
         if should_store(captured.status):
-            await self._complete(record_key, owner, request_fingerprint, captured)
+            if await self._complete(record_key, owner, request_fingerprint, captured):
+                self._count("stored")
         else:
             await self._release(record_key, owner)
         await send(
@@ -240,9 +255,11 @@ class IdempotencyMiddleware:
         record = decode_record(raw)
         if record is None:
             log.error("unreadable idempotency record; answering 503")
+            self._count("unavailable")
             await _unavailable(send, "Idempotency-Key record is unreadable; retry later")
             return
         verdict = judge(record, request_fingerprint)
+        self._count(_OUTCOME_OF[verdict])
         if verdict is Verdict.MISMATCH:
             await send_problem(
                 send,
@@ -269,9 +286,14 @@ class IdempotencyMiddleware:
             )
             await send({"type": "http.response.body", "body": body})
 
+    def _count(self, outcome: str) -> None:
+        if self.outcomes is not None:
+            self.outcomes[outcome].inc()
+
     async def _complete(
         self, record_key: str, owner: str, request_fingerprint: str, captured: CapturedResponse
-    ) -> None:
+    ) -> bool:
+        """Replace the claim with the response; False when Redis could not take it."""
         stored = json.dumps(
             {
                 "state": "completed",
@@ -291,6 +313,8 @@ class IdempotencyMiddleware:
         except RedisUnavailable:
             # The side effect happened; the lease expires and a retry would run it again.
             log.error("idempotency record %s not completed: redis unavailable", record_key)
+            return False
+        return True
 
     async def _release(self, record_key: str, owner: str) -> None:
         try:

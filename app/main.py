@@ -27,10 +27,13 @@ from app.deps import Services
 from app.idempotency import IdempotencyMiddleware
 from app.identity import IdentityMiddleware
 from app.logs import configure_logging
-from app.ratelimit import RateLimiter, RateLimitMiddleware
+from app.metrics import METRICS_PATH, ApiMetrics, MetricsMiddleware, metrics_endpoint
+from app.ratelimit import EXEMPT_PATHS, RateLimiter, RateLimitMiddleware, RouteTemplates
 from app.redisguard import RedisGuard
-from app.responses import bounded_errors
+from app.requestid import RequestIdMiddleware
+from app.responses import bounded_errors, problem
 from app.routes import health, jobs, movies, ratings, recommendations
+from app.routes.health import dependencies_ready
 
 log = logging.getLogger("app")
 
@@ -105,22 +108,40 @@ def create_app(settings: Settings) -> FastAPI:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(_allowed_methods(app, request))
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+        return JSONResponse(problem(exc.detail), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(error.get("type") == "json_invalid" for error in errors):
-            return JSONResponse({"detail": "Request body is not valid JSON"}, status_code=400)
-        return JSONResponse({"detail": bounded_errors(errors)}, status_code=422)
+            return JSONResponse(problem("Request body is not valid JSON"), status_code=400)
+        return JSONResponse(problem(bounded_errors(errors)), status_code=422)
 
-    # Outermost last: body limit -> identity -> access log -> rate limit -> idempotency -> routes.
+    # One route matcher for every layer that names the route (matched once per request).
+    templates = RouteTemplates(app.router.routes)
+    metrics = ApiMetrics() if settings.metrics_enabled else None
+    exempt_paths = EXEMPT_PATHS
+    if metrics is not None:
+        app.state.metrics = metrics
+        guard.errors = metrics.redis_errors
+        metrics.watch_breaker(guard.breaker.is_open)
+        app.add_route(
+            METRICS_PATH,
+            metrics_endpoint(metrics, lambda: dependencies_ready(services)),
+            methods=["GET"],
+            include_in_schema=False,
+        )
+        exempt_paths = EXEMPT_PATHS | {METRICS_PATH}
+
+    # Outermost last: request id -> metrics -> body limit -> identity -> access log ->
+    # rate limit -> idempotency -> routes.
     app.add_middleware(
         IdempotencyMiddleware,
         guard=guard,
         lease_seconds=settings.idempotency_lease_seconds,
         ttl_seconds=settings.idempotency_ttl_seconds,
         max_response_bytes=settings.idempotency_max_response_bytes,
+        outcomes=metrics.idempotency if metrics is not None else None,
     )
     app.add_middleware(
         RateLimitMiddleware,
@@ -130,17 +151,25 @@ def create_app(settings: Settings) -> FastAPI:
         routes=app.router.routes,
         exempt_tokens=settings.rate_limit_exempt_tokens,
         cache=services.cache,
+        templates=templates,
+        exempt_paths=exempt_paths,
+        decisions=metrics.rate_limit if metrics is not None else None,
     )
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(AccessLogMiddleware, templates=templates)
     # The client identity, once per request: the peer, or (from a trusted proxy only) the
     # right-most untrusted X-Forwarded-For address; a client cannot choose its identity.
     app.add_middleware(IdentityMiddleware, trusted_proxies=settings.trusted_proxies)
-    # Outermost of all: a body too large or too slow is refused before any other layer runs.
+    # A body too large or too slow is refused before any other layer runs.
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_seconds=settings.body_timeout_seconds,
     )
+    if metrics is not None:
+        # Outside the body limits, so their refusals are counted and timed too.
+        app.add_middleware(MetricsMiddleware, metrics=metrics, templates=templates)
+    # Outermost of all: every answer, a 413 or an unhandled error's 500 included, has its id.
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 
@@ -150,7 +179,7 @@ def __getattr__(name: str) -> FastAPI:
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     settings = load_settings_or_exit()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     served = create_app(settings)
     globals()["app"] = served  # later look-ups (uvicorn's, after fastapi-cli's) find this one
     return served

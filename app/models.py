@@ -105,16 +105,24 @@ class Rating(BaseModel):
     rated_at: datetime
 
 
+REQUEST_ID_FIELD = Field(
+    description="The request's id, as in its X-Request-ID header.",
+    examples=["4bf92f3577b34da6a3ce929d0e0e4736"],
+)
+
+
 class Problem(BaseModel):
-    """Every error body: at least a human-readable ``detail``."""
+    """Every error body: a human-readable ``detail`` and the request's id."""
 
     detail: str
+    request_id: str = REQUEST_ID_FIELD
 
 
 class ValidationProblem(BaseModel):
-    """Request validation errors (FastAPI's shape)."""
+    """Request validation errors (FastAPI's shape), with the request's id."""
 
     detail: list[dict[str, object]] | str
+    request_id: str = REQUEST_ID_FIELD
 
 
 class Liveness(BaseModel):
@@ -194,5 +202,6 @@ class JobNotFound(BaseModel):
     """No such job: never queued, or its result expired."""
 
     detail: str
+    request_id: str = REQUEST_ID_FIELD
     job_id: str
     state: str = Field(examples=["not_found"])

@@ -15,10 +15,11 @@ import hmac
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from fastapi.routing import iter_route_contexts
+from prometheus_client import Counter
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -75,6 +76,7 @@ return {count, ttl, found[1], found[2], found[3]}
 TOO_MANY_REQUESTS = "Too many requests"
 
 EXEMPT_PATHS = frozenset({"/health", "/ready"})
+"""Probes, never counted; ``/metrics`` joins them when the app serves metrics."""
 EXEMPT_HEADER = b"x-ratelimit-exempt"
 
 
@@ -169,13 +171,18 @@ class _Template:
     template: str
 
 
+ROUTE_SCOPE_KEY = "movie.route"
+"""Where a request's route template is kept once found (for the access log and the metrics)."""
+
+
 class RouteTemplates:
     """Which route template a request will reach, found before routing (pure ASGI, no Request).
 
     Matched like the router does: the first route whose path and method match, else the first
     whose path matches (wrong method: still that route's bucket), else ``/{unmatched}``. FastAPI
     nests included routers, so the routes are flattened into their effective (prefixed) routes;
-    the table is rebuilt when the app's route list grows.
+    the table is rebuilt when the app's route list grows. The answer is kept in the request's
+    scope, so the layers that need it (rate limit, access log, metrics) match a request once.
     """
 
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
@@ -195,7 +202,14 @@ class RouteTemplates:
         return table
 
     def template_for(self, scope: Scope) -> str:
-        """The template of the route ``scope`` will reach, or ``/{unmatched}``."""
+        """The template of the route ``scope`` will reach, or ``/{unmatched}`` (matched once
+        per request)."""
+        found: str | None = scope.get(ROUTE_SCOPE_KEY)
+        if found is None:
+            found = scope[ROUTE_SCOPE_KEY] = self._match(scope)
+        return found
+
+    def _match(self, scope: Scope) -> str:
         if self._built_for != len(self.routes):
             self._table, self._built_for = self._build(), len(self.routes)
         path: str = scope["path"]
@@ -266,6 +280,9 @@ class RateLimitMiddleware:
 
     Probes are exempt, and so is a request holding a configured exemption secret (the contract
     test run's credential); nobody else is, whatever headers they send.
+
+    ``templates`` is the app's shared route matcher (one match per request for every layer);
+    ``decisions`` the pre-bound counters of each decision (``app.metrics``), None: not counted.
     """
 
     def __init__(
@@ -275,19 +292,27 @@ class RateLimitMiddleware:
         routes: Sequence[BaseRoute],
         exempt_tokens: list[str] | None = None,
         cache: ResponseCache | None = None,
+        *,
+        templates: RouteTemplates | None = None,
+        exempt_paths: frozenset[str] = EXEMPT_PATHS,
+        decisions: Mapping[str, Counter] | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
-        self.templates = RouteTemplates(routes)
+        self.templates = templates if templates is not None else RouteTemplates(routes)
         self.exempt_tokens = tuple(token.encode() for token in exempt_tokens or [])
         self.cache = cache
+        self.exempt_paths = exempt_paths
+        self.decisions = decisions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] in EXEMPT_PATHS
-            or holds_exemption(scope, self.exempt_tokens)
-        ):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        decisions = self.decisions
+        if scope["path"] in self.exempt_paths or holds_exemption(scope, self.exempt_tokens):
+            if decisions is not None:
+                decisions["exempt"].inc()
             await self.app(scope, receive, send)
             return
         digest = front_digest(scope) if self.cache is not None and self.cache.usable else None
@@ -301,11 +326,17 @@ class RateLimitMiddleware:
         except RedisUnavailable:
             # Fail open: serve the request, without X-RateLimit headers that would lie.
             scope.setdefault("state", {})["rate_limit"] = "bypass"
+            if decisions is not None:
+                decisions["failed_open"].inc()
             await self.app(scope, receive, send)
             return
         if not decision.allowed:
+            if decisions is not None:
+                decisions["limited"].inc()
             await send_problem(send, 429, TOO_MANY_REQUESTS, decision.headers())
             return
+        if decisions is not None:
+            decisions["allowed"].inc()
         extra = decision.headers()
         if isinstance(found, Hit):
             await send_hit(send, scope, found, extra)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import stamina
 from arq.connections import ArqRedis
+from prometheus_client import Counter
 from redis.asyncio import ConnectionPool
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
@@ -131,6 +132,8 @@ class RedisGuard:
         self.breaker = breaker
         self.retry_budget_seconds = retry_budget_seconds
         self.attempt_timeout_seconds = attempt_timeout_seconds
+        # movie_redis_errors_total (app.metrics), counting every failed attempt; None: uncounted.
+        self.errors: Counter | None = None
         # The hot path's pipelining connection (app.redismux), when the URL allows one.
         self.mux = MultiplexedRedis.for_pool(
             client.connection_pool, stall_seconds=max(2.0, 2 * retry_budget_seconds)
@@ -223,15 +226,20 @@ class RedisGuard:
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     async def _attempt(self, operation: Callable[[ArqRedis], Awaitable[T]]) -> T:
-        if self.attempt_timeout_seconds is None:
-            return await operation(self.client)
         try:
-            async with asyncio.timeout(self.attempt_timeout_seconds):
+            if self.attempt_timeout_seconds is None:
                 return await operation(self.client)
-        except TimeoutError:
-            raise RedisTimeoutError(
-                f"no answer within {self.attempt_timeout_seconds * 1000:g} ms"
-            ) from None
+            try:
+                async with asyncio.timeout(self.attempt_timeout_seconds):
+                    return await operation(self.client)
+            except TimeoutError:
+                raise RedisTimeoutError(
+                    f"no answer within {self.attempt_timeout_seconds * 1000:g} ms"
+                ) from None
+        except (RedisError, OSError):
+            if self.errors is not None:
+                self.errors.inc()
+            raise
 
     async def aclose(self) -> None:
         """Close the connection pool and the pipelining connection."""

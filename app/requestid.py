@@ -7,11 +7,17 @@ job's) task, so log records and error bodies can read it without it being passed
 
 from __future__ import annotations
 
+import json
+import logging
 import re
-import uuid
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("app.error")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -22,8 +28,8 @@ _current: ContextVar[str | None] = ContextVar("movie_request_id", default=None)
 
 
 def new_request_id() -> str:
-    """A fresh id: 32 lowercase hex digits."""
-    return uuid.uuid4().hex
+    """A fresh id: 32 lowercase hex digits (128 random bits; a quarter of uuid4's cost)."""
+    return secrets.token_hex(16)
 
 
 def accept_request_id(offered: str | None) -> str:
@@ -46,3 +52,54 @@ def bound_request_id(request_id: str | None) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
+
+
+_HEADER = REQUEST_ID_HEADER.lower().encode()
+_INTERNAL_ERROR = "Internal Server Error"
+
+
+class RequestIdMiddleware:
+    """Pure ASGI, the outermost layer: every response carries ``X-Request-ID``.
+
+    The client's id is kept when it sent exactly one well-formed one; otherwise (none, several,
+    malformed, too long) a fresh id is used, never a refusal. The id is the current one (see
+    :func:`bound_request_id`) while the request runs, so error bodies and log lines read it.
+
+    An exception no inner layer answered becomes a JSON 500 with the id, logged here (with the
+    id) instead of by the server, which would log it after the id is gone.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = [value for name, value in scope["headers"] if name == _HEADER]
+        request_id = accept_request_id(offered[0].decode("latin-1") if len(offered) == 1 else None)
+        header = (_HEADER, request_id.encode())
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            await send(message)
+
+        with bound_request_id(request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                if started:
+                    raise  # the answer is on its way: nothing left to say but the server's
+                log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+                body = json.dumps({"detail": _INTERNAL_ERROR, "request_id": request_id}).encode()
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                start = {"type": "http.response.start", "status": 500, "headers": headers}
+                await send_with_id(start)
+                await send({"type": "http.response.body", "body": body})

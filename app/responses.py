@@ -13,6 +13,7 @@ from starlette.types import Send
 
 from app.constants import CACHE_STATUS_HEADER, RETRY_AFTER_HEADER
 from app.models import Problem, ValidationProblem
+from app.requestid import REQUEST_ID_HEADER, current_request_id
 
 _INT = {"type": "integer", "minimum": 0}
 
@@ -39,6 +40,15 @@ def rate_limit_headers(required: bool) -> dict[str, Any]:
         ),
     }
 
+
+REQUEST_ID_HEADERS: dict[str, Any] = {
+    REQUEST_ID_HEADER: _header(
+        "The request's id: the client's when well-formed, else a fresh one (also in every "
+        "error body and log line).",
+        {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"},
+        True,
+    )
+}
 
 CACHE_HEADERS: dict[str, Any] = {
     "ETag": _header("Strong validator of the body.", {"type": "string"}, True),
@@ -69,26 +79,31 @@ _BODY_LIMIT_ERRORS = (408, 413)
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """Documented error responses for ``codes``; 429 always, with its required headers, and the
-    body limits' 408 and 413 wherever 400 is declared."""
+    """Documented error responses for ``codes``; 422 and 429 always (429 with its required
+    headers), the body limits' 408 and 413 wherever 400 is declared, and X-Request-ID on each.
+
+    422 is declared here rather than left to FastAPI, whose own entry documents a body without
+    ``request_id`` (every route using this takes a parameter, so it can answer 422).
+    """
     documented: dict[int | str, dict[str, Any]] = {}
     limits = _BODY_LIMIT_ERRORS if 400 in codes else ()
-    for code in sorted({*codes, *limits, 429}):
+    for code in sorted({*codes, *limits, 422, 429}):
         description, model = _ERRORS[code]
         entry: dict[str, Any] = {"model": model, "description": description}
+        entry["headers"] = dict(REQUEST_ID_HEADERS)
         if code == 429:
-            entry["headers"] = {
-                RETRY_AFTER_HEADER: _header(
-                    "Seconds to wait before retrying.", {"type": "integer", "minimum": 1}, True
-                ),
-                **rate_limit_headers(required=True),
-            }
+            entry["headers"].update(
+                {
+                    RETRY_AFTER_HEADER: _header(
+                        "Seconds to wait before retrying.", {"type": "integer", "minimum": 1}, True
+                    ),
+                    **rate_limit_headers(required=True),
+                }
+            )
         elif code in (409, 503):
-            entry["headers"] = {
-                RETRY_AFTER_HEADER: _header(
-                    "Seconds to wait before retrying.", {"type": "integer", "minimum": 1}, True
-                )
-            }
+            entry["headers"][RETRY_AFTER_HEADER] = _header(
+                "Seconds to wait before retrying.", {"type": "integer", "minimum": 1}, True
+            )
         documented[code] = entry
     return documented
 
@@ -102,7 +117,7 @@ def success(
     """A documented success response with the optional rate-limit headers (and any others)."""
     entry: dict[str, Any] = {
         "description": description,
-        "headers": {**rate_limit_headers(required=False), **(headers or {})},
+        "headers": {**rate_limit_headers(required=False), **REQUEST_ID_HEADERS, **(headers or {})},
     }
     if links:
         entry["links"] = links
@@ -123,11 +138,16 @@ def movie_links(id_expression: str) -> dict[str, Any]:
     }
 
 
+def problem(detail: Any, **fields: Any) -> dict[str, Any]:
+    """The API's error body: ``detail``, the current request's id beside it, and ``fields``."""
+    return {"detail": detail, "request_id": current_request_id(), **fields}
+
+
 async def send_problem(
     send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    """Answer from ASGI middleware with the API's error body ``{"detail": ...}``."""
-    body = json.dumps({"detail": detail}).encode()
+    """Answer from ASGI middleware with the API's error body ``{"detail", "request_id"}``."""
+    body = json.dumps(problem(detail)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -125,7 +125,7 @@ def uvicorn_limits(settings: Settings) -> dict[str, Any]:
 def serve(settings: Settings) -> None:
     """Serve until interrupted. Proxy headers are handled inside the app from its settings,
     so uvicorn's own (which trusts 127.0.0.1 by default) is switched off."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

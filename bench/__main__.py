@@ -9,12 +9,14 @@ from pathlib import Path
 
 from bench import ROOT
 from bench.procs import BenchError
-from bench.summary import BASELINE, VARIANTS
+from bench.summary import BASELINE, METRICS_PAIR, VARIANTS
 
 DEFAULTS = {
     "rounds": 5, "duration": 4, "warmup": 1, "jobs": 30, "calibration": 200, "cli_runs": 10,
 }  # fmt: skip
 QUICK = {"rounds": 1, "duration": 3, "warmup": 1, "jobs": 10, "calibration": 50, "cli_runs": 1}
+# Two variants a few per cent apart on a shared machine: more, shorter paired rounds.
+METRICS_ONLY = {**DEFAULTS, "rounds": 10, "duration": 3}
 COMMAND = "uv run --group bench python -m bench"
 
 
@@ -55,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
         "--variants",
         help=f"comma-separated subset (the baseline is always included): {keys}",
     )
+    p.add_argument(
+        "--only",
+        choices=["metrics"],
+        help="metrics: only the cached GET with metrics on and off (and the baseline), side by "
+        "side, 10 rounds x 3 s unless told; nothing else runs; results go to "
+        "bench/results/metrics/ (~2.5 min)",
+    )
     p.add_argument("--no-mixed", action="store_true", help="skip the mixed workload")
     p.add_argument(
         "--no-before", action="store_true", help="skip everything 'before' (no worktree)"
@@ -67,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-install", action="store_true", help="do not apt-get install wrk when missing"
     )
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="output directory")
+    p.add_argument("--out", type=Path, help="output directory (bench/results)")
     return p
 
 
@@ -112,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     preset = QUICK if args.quick else DEFAULTS
+    out_dir: Path = args.out or ROOT / "bench" / "results"
+    if args.only == "metrics":
+        # Just the pair: nothing else shares the machine or the run's minutes.
+        preset = QUICK if args.quick else METRICS_ONLY
+        args.variants = ",".join(METRICS_PAIR)
+        args.no_mixed = args.no_before = args.no_startup = args.no_compose = True
+        args.jobs = args.cli_runs = 0
+        out_dir = args.out or ROOT / "bench" / "results" / "metrics"
 
     def pick(value: int | None, name: str) -> int:
         return preset[name] if value is None else value
@@ -135,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         compose=not skip_reason,
         compose_skip_reason=skip_reason,
         install_wrk=not args.no_install,
-        out_dir=args.out,
+        out_dir=out_dir,
         variants=_variants(args.variants, p),
         mixed=not args.no_mixed,
         cli_runs=pick(args.cli_runs, "cli_runs"),
@@ -163,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         print()
     print(report.targets_table(results.targets))
     print()
+    overhead = report.metrics_overhead(results.summaries, results.targets, results.measurements)
+    if overhead:
+        print(overhead)
+        print()
     minutes, seconds = divmod(round(results.run_seconds), 60)
     print(f"ran {minutes} min {seconds} s; wrote {', '.join(str(p) for p in paths)}")
     return 0

@@ -17,13 +17,17 @@ from bench.redisstats import RedisUsage
 from bench.stack import StartupTiming
 from bench.summary import (
     BASELINE,
+    METRICS_MIN_RATIO,
+    METRICS_PAIR,
     VARIANTS,
     Measurement,
     MixedMeasurement,
     MixedSummary,
     RefreshSummary,
+    Spread,
     Target,
     VariantSummary,
+    paired_ratios,
 )
 
 MARKDOWN = "results.md"
@@ -138,6 +142,29 @@ def cli_table(timings: Sequence[CliTiming]) -> str:
 def _measured(target: Target) -> str:
     value = _num(target.measured)
     return value if value == "n/a" else f"{value}{target.unit}"
+
+
+def metrics_overhead(
+    summaries: Sequence[VariantSummary],
+    targets: Sequence[Target],
+    measurements: Sequence[Measurement],
+) -> str:
+    """One sentence on what the metrics cost the cached GET, when both sides were measured."""
+    by_key = {s.key: s for s in summaries}
+    on, off = (by_key.get(key) for key in METRICS_PAIR)
+    target = next((t for t in targets if t.threshold == METRICS_MIN_RATIO), None)
+    if on is None or off is None or target is None or target.measured is None:
+        return ""
+    on_vs_off = Spread.of(paired_ratios(measurements, *METRICS_PAIR))
+    ratio = target.measured
+    verdict = {True: "within", False: "over", None: "unknown against"}[target.met]
+    return (
+        f"Metrics on the cached GET: median {on.rps.median:,.0f} req/s with, "
+        f"{off.rps.median:,.0f} without; paired ratio with/without {ratio:.3f} (median of the "
+        f"rounds' ratios, min {on_vs_off.low:.3f}, max {on_vs_off.high:.3f}): an overhead of "
+        f"{(1 - ratio) * 100:.1f} % of throughput, {verdict} the "
+        f"{1 - METRICS_MIN_RATIO:.0%} budget."
+    )
 
 
 def targets_table(targets: Sequence[Target]) -> str:
@@ -403,6 +430,11 @@ def _method_section(results: Results) -> list[str]:
     ]
 
 
+def _overhead_section(results: Results) -> list[str]:
+    sentence = metrics_overhead(results.summaries, results.targets, results.measurements)
+    return ["## Metrics overhead", "", sentence, ""] if sentence else []
+
+
 def render_markdown(results: Results) -> str:
     """The whole report."""
     minutes, seconds = divmod(round(results.run_seconds), 60)
@@ -423,6 +455,7 @@ def render_markdown(results: Results) -> str:
         "",
         targets_table(results.targets),
         "",
+        *_overhead_section(results),
         *_mixed_section(results),
         *_cli_section(results),
         *_reading_section(results),
@@ -540,7 +573,7 @@ def render_chart(summaries: Sequence[VariantSummary], path: Path) -> None:
         [s.ratio.median - s.ratio.low for s in rows],
         [s.ratio.high - s.ratio.median for s in rows],
     ]
-    product = {"baseline", "limiter", "full"}
+    product = {"baseline", "limiter", "full", "full_nometrics"}
     reference = {"memory", "starlette"}
     colors = [
         "#2b6cb0" if s.key in product

@@ -60,9 +60,10 @@ LOAD_CPU = 1  # wrk and valkey-server
 SETTLE_S = 0.3  # lets requests still in flight when wrk stops finish before Redis is read
 SERVER_START_TIMEOUT_S = 120
 #: Variants whose limiter must announce itself with X-RateLimit-* headers.
-HEADER_LIMITERS = ("limiter", "full", "slowapi", "memory_slowapi")
+HEADER_LIMITERS = ("limiter", "full", "full_nometrics", "slowapi", "memory_slowapi")
 #: Product variants whose cache must be off (X-Cache: BYPASS).
 UNCACHED = frozenset({"baseline", "limiter", "before_uncached"})
+CACHED = frozenset({"full", "full_nometrics"})
 
 
 #: What reading the libraries' code (and running them) showed; printed with the results.
@@ -268,9 +269,9 @@ def verify_servers(servers: dict[str, Server], expected: bytes) -> list[str]:
                     raise BenchError(f"{key} does not serve the expected page")
                 differing.append(key)
             headers = response.headers
-            if key == "full" and headers.get("x-cache") != "HIT":
+            if key in CACHED and headers.get("x-cache") != "HIT":
                 raise BenchError(
-                    f"full: expected a cache hit, got X-Cache {headers.get('x-cache')}"
+                    f"{key}: expected a cache hit, got X-Cache {headers.get('x-cache')}"
                 )
             if key in HEADER_LIMITERS and "x-ratelimit-limit" not in headers:
                 raise BenchError(f"{key}: no X-RateLimit-Limit header, so its limiter is not on")

@@ -46,6 +46,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("memory_slowapi", "slowapi (headers on), in-memory route",
             "Limiter(storage_uri=redis://, headers) on the in-memory route"),
     Variant("full", "product, limiter + cache hit", "create_app as shipped, measured on hits"),
+    Variant("full_nometrics", "product, limiter + cache hit, metrics off",
+            "full with MOVIE_METRICS_ENABLED=false"),
     Variant("limiter", "product rate limiter, un-cached page", "rate limiter on, cache off"),
     Variant("baseline", "product, un-cached page (Redis features off)",
             "no rate limiter, response cache off (cache_enabled=False)", uses_redis=False),
@@ -60,6 +62,10 @@ VARIANTS: tuple[Variant, ...] = (
 )  # fmt: skip
 BASELINE = "memory"
 CEILING = "starlette"
+METRICS_PAIR = ("full", "full_nometrics")
+"""The cached GET with metrics on and off: ``--only metrics`` measures just these."""
+METRICS_MIN_RATIO = 0.90
+"""Metrics may cost at most 10 % of the cached GET's throughput (issue 14)."""
 VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
 
 
@@ -337,7 +343,8 @@ def evaluate_targets(
     cli: Sequence[CliTiming] = (),
     startups: Sequence[StartupTiming] = (),
 ) -> list[Target]:
-    """The issue 12 targets, each computed from this run or marked as not measured."""
+    """The issue 12 (and 14: metrics overhead) targets, each computed from this run or marked
+    as not measured."""
     by_name = {t.name: t for t in startups if t.status == "measured"}
     cold = by_name.get("movieops up --runtime local")
     noop = by_name.get("movieops up --runtime local (already healthy)")
@@ -350,6 +357,9 @@ def evaluate_targets(
         Target("product cached path (full) vs fastapi-limiter on the in-memory route",
                _ratio(measurements, "full", "memory_fastapi_limiter"), 2.0, ">=", "x",
                "paired per-round req/s ratio, full / memory_fastapi_limiter"),
+        Target("cached GET with metrics vs without (full / full_nometrics)",
+               _ratio(measurements, *METRICS_PAIR), METRICS_MIN_RATIO, ">=", "x",
+               "paired per-round req/s ratio; 1 - it is the metrics' overhead"),
         Target("Redis round trips per cached GET (full)", exact_round_trips.get("full"), 1.0,
                "==", "", "sequential requests, exact count of total_reads_processed"),
         Target("un-cached page (baseline) vs before", _ratio(measurements, "baseline",

@@ -9,6 +9,7 @@ limits the request and whether the response cache is used:
 ``baseline``     the product with its Redis features off (no rate limiter, no cache)
 ``limiter``      the product's rate limiter (one EVALSHA per request), no cache
 ``full``         the product as shipped: limiter + response cache, measured on cache hits
+``full_nometrics``  ``full`` with ``MOVIE_METRICS_ENABLED=false``: what the metrics cost
 ``slowapi``      baseline + slowapi on the route (Redis storage, ``headers_enabled=True``)
 ``fastapi_limiter`` baseline + fastapi-limiter 0.2.0 (pyrate-limiter ``RedisBucket``, async)
 ``naive``        baseline + the tutorial ``@app.middleware("http")`` INCR-then-EXPIRE limiter
@@ -72,9 +73,10 @@ def redis_url() -> str:
     return _env("BENCH_REDIS_URL")
 
 
-def bench_settings(*, cache: bool = True) -> Settings:
+def bench_settings(*, cache: bool = True, metrics: bool = True) -> Settings:
     """Product settings for the benchmark: huge limit, day-long cache, nothing from ``.env``."""
     return Settings(
+        metrics_enabled=metrics,
         database_url=database_url(),
         redis_url=redis_url(),
         rate_limit_per_minute=PRODUCT_LIMIT_PER_MINUTE,
@@ -92,9 +94,9 @@ def _is_class(candidate: object, cls: type) -> bool:
     return candidate is cls
 
 
-def _product(*, rate_limiter: bool, cache: bool) -> FastAPI:
-    """``create_app`` with the product's rate limiter and/or response cache switched off."""
-    app = create_app(bench_settings(cache=cache))
+def _product(*, rate_limiter: bool, cache: bool, metrics: bool = True) -> FastAPI:
+    """``create_app`` with the product's rate limiter, response cache and/or metrics off."""
+    app = create_app(bench_settings(cache=cache, metrics=metrics))
     if not rate_limiter:
         # The middleware stack is built on the first request, so it can still be edited here.
         app.user_middleware = [
@@ -177,6 +179,12 @@ def limiter() -> FastAPI:
 def full() -> FastAPI:
     """Variant 3: the product as shipped (limiter + cache); the benchmark measures cache hits."""
     return _product(rate_limiter=True, cache=True)
+
+
+def full_nometrics() -> FastAPI:
+    """Variant 3b: ``full`` with metrics off (``MOVIE_METRICS_ENABLED=false``), the reference
+    for the metrics' overhead on the cached GET path."""
+    return _product(rate_limiter=True, cache=True, metrics=False)
 
 
 # --- third-party limiters on the same endpoint ---------------------------------------------
@@ -354,6 +362,7 @@ FACTORIES: dict[str, Callable[[], Any]] = {
     "baseline": baseline,
     "limiter": limiter,
     "full": full,
+    "full_nometrics": full_nometrics,
     "slowapi": slowapi,
     "fastapi_limiter": fastapi_limiter,
     "naive": naive,

@@ -1,5 +1,5 @@
-"""One access-log line per request with method, path, status, latency, cache and client; no log
-line carries a control character."""
+"""One access-log line per request with method, path, status, latency, cache, client and request
+id; no log line carries a control character."""
 
 from __future__ import annotations
 
@@ -21,17 +21,19 @@ from tests.conftest import CLIENT_IP
 async def test_each_request_logs_one_line_with_all_fields(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A MISS and a HIT show up as two lines naming the outcome and the client."""
+    """A MISS and a HIT show up as two lines naming the outcome, the client and the request id
+    the response carried."""
     with caplog.at_level(logging.INFO, logger="app.access"):
-        await client.get("/movies?limit=5")
-        await client.get("/movies?limit=5")
+        miss = await client.get("/movies?limit=5", headers={"X-Request-ID": "first-one"})
+        hit = await client.get("/movies?limit=5")
         await client.get("/movies/77")
     lines = [record.getMessage() for record in caplog.records if record.name == "app.access"]
     assert len(lines) == 3
-    pattern = r"^GET /movies 200 \d+\.\d\dms cache={} client=" + re.escape(CLIENT_IP) + "$"
-    assert re.match(pattern.format("MISS"), lines[0])
-    assert re.match(pattern.format("HIT"), lines[1])
-    assert re.match(r"^GET /movies/77 404 .* cache=- client=", lines[2])
+    pattern = r"^GET /movies 200 \d+\.\d\dms cache={} client=" + re.escape(CLIENT_IP) + " rid={}$"
+    assert miss.headers["x-request-id"] == "first-one"
+    assert re.match(pattern.format("MISS", "first-one"), lines[0])
+    assert re.match(pattern.format("HIT", hit.headers["x-request-id"]), lines[1])
+    assert re.match(r"^GET /movies/77 404 .* cache=- client=\S+ rid=[0-9a-f]{32}$", lines[2])
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ async def test_a_newline_or_escape_in_a_request_never_forges_a_log_line(
     assert len(lines) == 1
     assert "\\n2026-01-01 FAKE LINE" in lines[0]
     assert "\x1b" not in log_output.getvalue()
-    assert lines[0].endswith(f"client={CLIENT_IP}")
+    assert re.search(f"client={re.escape(CLIENT_IP)} rid=[0-9a-f]{{32}}$", lines[0])
     # The access log escapes its own fields too, whatever handler formats them.
     messages = [r.getMessage() for r in caplog.records if r.name == "app.access"]
     assert len(messages) == 1

@@ -98,7 +98,10 @@ async def test_request_while_first_is_in_progress_gets_409(
         headers={"Idempotency-Key": "busy", "content-type": "application/json"},
     )
     assert response.status_code == 409
-    assert response.json() == {"detail": "A request with this Idempotency-Key is in progress"}
+    assert response.json() == {
+        "detail": "A request with this Idempotency-Key is in progress",
+        "request_id": response.headers["x-request-id"],
+    }
     assert response.headers["retry-after"] == "1"
 
 

@@ -98,7 +98,10 @@ def test_declared_body_over_the_cap_is_413_before_any_of_it_is_sent(
         status, headers, body = read_response(sock)
         assert status == 413
         assert headers["content-type"] == "application/json"
-        assert json.loads(body) == {"detail": "Request body larger than 1024 bytes"}
+        assert json.loads(body) == {
+            "detail": "Request body larger than 1024 bytes",
+            "request_id": headers["x-request-id"],
+        }
         assert headers["connection"] == "close"
         assert is_closed(sock)
 
@@ -110,9 +113,12 @@ def test_chunked_body_is_refused_once_it_passes_the_cap(
     with api(make_settings(max_body_bytes=1024)) as server, connection(server) as sock:
         sock.sendall(post_head("/movies", "Transfer-Encoding: chunked\r\n"))
         sock.sendall(chunk(b" " * 600) + chunk(b" " * 600))  # no last chunk: the body goes on
-        status, _, body = read_response(sock)
+        status, headers, body = read_response(sock)
         assert status == 413
-        assert json.loads(body) == {"detail": "Request body larger than 1024 bytes"}
+        assert json.loads(body) == {
+            "detail": "Request body larger than 1024 bytes",
+            "request_id": headers["x-request-id"],
+        }
         assert is_closed(sock)
 
 
@@ -133,7 +139,10 @@ def test_megabyte_title_is_413_and_a_long_title_under_the_cap_is_not_echoed(
     with api(make_settings()) as server, httpx.Client(base_url=server.url) as client:
         huge = client.post("/movies", json={**MOVIE, "title": "x" * 1_000_000})
         assert huge.status_code == 413
-        assert huge.json() == {"detail": "Request body larger than 65536 bytes"}
+        assert huge.json() == {
+            "detail": "Request body larger than 65536 bytes",
+            "request_id": huge.headers["x-request-id"],
+        }
 
         long = client.post("/movies", json={**MOVIE, "title": "y" * 5_000})
         assert long.status_code == 422
@@ -169,7 +178,7 @@ async def test_invalid_content_length_is_400() -> None:
         }
         await BodyLimitMiddleware(app, 1024, 1.0)(scope, receive, send)
         assert sent[0]["status"] == 400, values
-        assert json.loads(sent[1]["body"]) == {"detail": "Content-Length must be one number"}
+        assert json.loads(sent[1]["body"])["detail"] == "Content-Length must be one number"
     assert not called
 
 
@@ -232,7 +241,10 @@ def test_stalled_body_gets_408_within_the_body_timeout(
         status, headers, body = read_response(sock)
         assert 0.4 < time.monotonic() - started < 3
         assert status == 408
-        assert json.loads(body) == {"detail": "Request body not received within 0.5 s"}
+        assert json.loads(body) == {
+            "detail": "Request body not received within 0.5 s",
+            "request_id": headers["x-request-id"],
+        }
         assert headers["connection"] == "close"
         assert is_closed(sock)
 

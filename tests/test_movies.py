@@ -43,7 +43,10 @@ async def test_put_replaces_every_field_and_delete_removes(client: httpx.AsyncCl
     for method in ["GET", "DELETE"]:
         missing = await client.request(method, f"/movies/{movie_id}")
         assert missing.status_code == 404
-        assert missing.json() == {"detail": f"Movie {movie_id} not found"}
+        assert missing.json() == {
+            "detail": f"Movie {movie_id} not found",
+            "request_id": missing.headers["x-request-id"],
+        }
     put_missing = await client.put(f"/movies/{movie_id}", json=MOVIE)
     assert put_missing.status_code == 404
 
@@ -118,7 +121,10 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
         "/movies", content=b'{"title": ', headers={"content-type": "application/json"}
     )
     assert response.status_code == 400
-    assert response.json() == {"detail": "Request body is not valid JSON"}
+    assert response.json() == {
+        "detail": "Request body is not valid JSON",
+        "request_id": response.headers["x-request-id"],
+    }
 
 
 async def test_list_pages_and_filters_by_genre_case_insensitively(

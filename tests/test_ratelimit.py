@@ -51,7 +51,10 @@ async def test_21st_request_gets_exactly_the_documented_429(
                 assert ok.headers["x-ratelimit-remaining"] == str(expected_remaining)
             refused = await client.get("/movies")
     assert refused.status_code == 429
-    assert refused.content == b'{"detail": "Too many requests"}'
+    assert refused.json() == {
+        "detail": "Too many requests",
+        "request_id": refused.headers["x-request-id"],
+    }
     assert refused.headers["content-type"] == "application/json"
     assert 1 <= int(refused.headers["x-ratelimit-reset"]) <= 60
     # Retry-After is the window's reset, not a separate guess: the two always agree on a 429.

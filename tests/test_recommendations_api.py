@@ -69,7 +69,8 @@ async def test_refresh_for_a_user_without_ratings_is_404_and_queues_nothing(
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {
-        "detail": "User 7 has no ratings; rate a film first (POST /movies/{movie_id}/ratings)"
+        "detail": "User 7 has no ratings; rate a film first (POST /movies/{movie_id}/ratings)",
+        "request_id": response.headers["x-request-id"],
     }
     assert "location" not in response.headers
     assert await redis.zcard(QUEUE_NAME) == 0
@@ -86,7 +87,10 @@ async def test_reading_recommendations_of_a_user_without_ratings_says_rate_first
     _, client = api
     never = await client.get("/users/7/recommendations")
     assert never.status_code == 404
-    assert never.json() == {"detail": no_ratings_detail(7)}
+    assert never.json() == {
+        "detail": no_ratings_detail(7),
+        "request_id": never.headers["x-request-id"],
+    }
     rater = await client.get(f"/users/{RATER}/recommendations")
     assert rater.status_code == 404
     assert f"POST /users/{RATER}/recommendations/refresh" in rater.json()["detail"]

@@ -11,7 +11,7 @@ from app.constants import JOB_ID_PATTERN
 from app.deps import ServicesDep, call_queue
 from app.jobs import JobState, describe_job
 from app.models import JobInfo, JobNotFound, Problem
-from app.responses import errors, success
+from app.responses import REQUEST_ID_HEADERS, errors, problem, success
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -26,12 +26,17 @@ JobId = Annotated[
     response_model=JobInfo,
     responses={
         **success(200, "The job."),
-        404: {"model": JobNotFound, "description": "Never queued, or its result expired."},
+        404: {
+            "model": JobNotFound,
+            "description": "Never queued, or its result expired.",
+            "headers": REQUEST_ID_HEADERS,
+        },
         **errors(503),
         502: {
             "model": Problem,
             "description": "The job's record in Redis is not JSON written by this service "
             "(e.g. a pickle planted there); it is never decoded. Queue the job again.",
+            "headers": REQUEST_ID_HEADERS,
         },
     },
 )
@@ -39,15 +44,15 @@ async def read_job(job_id: JobId, services: ServicesDep) -> JobInfo | JSONRespon
     """A job's state (queued, deferred, in_progress, complete, failed), tries, times and outcome."""
     view = await call_queue(services, lambda redis: describe_job(redis, job_id))
     if view.state is JobState.NOT_FOUND:
-        body = JobNotFound(
-            detail=f"No job {job_id}: never queued, or its result expired",
+        body = problem(
+            f"No job {job_id}: never queued, or its result expired",
             job_id=job_id,
             state=view.state.value,
         )
-        return JSONResponse(body.model_dump(), status_code=status.HTTP_404_NOT_FOUND)
+        return JSONResponse(body, status_code=status.HTTP_404_NOT_FOUND)
     if view.state is JobState.CORRUPT:
-        problem = Problem(detail=f"Job {job_id}: {view.error}")
-        return JSONResponse(problem.model_dump(), status_code=status.HTTP_502_BAD_GATEWAY)
+        body = problem(f"Job {job_id}: {view.error}")
+        return JSONResponse(body, status_code=status.HTTP_502_BAD_GATEWAY)
     result = view.result if isinstance(view.result, dict) else None
     return JobInfo(
         job_id=view.job_id,

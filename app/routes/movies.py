@@ -24,7 +24,7 @@ from app.constants import (
 )
 from app.deps import ServicesDep, SessionDep
 from app.models import Movie, MovieIn, MoviePage
-from app.responses import CACHE_HEADERS, errors, movie_links, success
+from app.responses import CACHE_HEADERS, REQUEST_ID_HEADERS, errors, movie_links, success
 
 router = APIRouter(prefix="/movies", tags=["movies"])
 
@@ -49,7 +49,7 @@ REPLAY_HEADER = {
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {
         "description": "Not modified: the If-None-Match tag is current.",
-        "headers": CACHE_HEADERS,
+        "headers": {**CACHE_HEADERS, **REQUEST_ID_HEADERS},
     }
 }
 

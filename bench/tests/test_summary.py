@@ -174,3 +174,24 @@ def test_margin_wording() -> None:
     assert Target("x", 2.5, 2.0, "<=", "").margin == "0.50 over the target (-25%)"
     assert Target("x", None, 2.0, "<=", "").margin == "not measured"
     assert Target("x", 500.0, 500.0, "<", " ms").met is False
+
+
+def test_metrics_overhead_is_the_paired_ratio_of_the_cached_get_with_and_without() -> None:
+    """full / full_nometrics per round, median: 0.95 is within the 10 % budget, 0.85 is not;
+    the report's sentence names the overhead in percent."""
+    from bench.report import metrics_overhead
+
+    name = "cached GET with metrics vs without (full / full_nometrics)"
+    within = [_m("memory", 1, 100), _m("full", 1, 950), _m("full_nometrics", 1, 1000),
+              _m("memory", 2, 100), _m("full", 2, 1900), _m("full_nometrics", 2, 2000)]  # fmt: skip
+    targets = evaluate_targets(within, {}, None)
+    target = next(t for t in targets if t.name == name)
+    assert target.measured == pytest.approx(0.95)
+    assert target.met is True
+    sentence = metrics_overhead(summarize(within), targets, within)
+    assert "overhead of 5.0 %" in sentence
+    assert "min 0.950, max 0.950" in sentence
+    assert "within the 10% budget" in sentence
+    over = [_m("full", 1, 850), _m("full_nometrics", 1, 1000)]
+    assert next(t for t in evaluate_targets(over, {}, None) if t.name == name).met is False
+    assert metrics_overhead(summarize(ROUNDS), evaluate_targets(ROUNDS, {}, None), ROUNDS) == ""
