@@ -1,6 +1,6 @@
-"""The compose `monitoring` profile on a real engine: Prometheus scrapes both API replicas (behind
-the proxy), the worker, the Redis exporter and itself; its recording rules evaluate and its alert
-rules are loaded.
+"""The compose `monitoring` profile on a real engine (`movieops up --monitoring`): Prometheus
+scrapes both API replicas (behind the proxy), the worker, the Redis exporter and itself; its
+recording rules evaluate and its alert rules are loaded.
 
 One throw-away project for the module (its own ports and subnet); skips with a reason when no
 engine with the Compose plugin answers, and `.ci/run` turns any skip into a failure.
@@ -8,7 +8,6 @@ engine with the Compose plugin answers, and `.ci/run` turns any skip into a fail
 
 from __future__ import annotations
 
-import secrets
 import time
 import uuid
 from collections import Counter
@@ -20,6 +19,7 @@ import httpx
 import pytest
 from python_on_whales import DockerClient
 
+from tests.clihelp import Cli
 from tests.support import assert_hardened, free_port
 from tests.test_compose import APP_IMAGE, ROOT, _engine_problem
 
@@ -70,47 +70,45 @@ def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def monitored() -> Iterator[Monitored]:
-    """`up --build --wait` with the proxy and monitoring profiles and two API replicas."""
+def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
+    """`movieops up --monitoring --replicas 2 --build` (the proxy comes with replicas) for a
+    throw-away project on its own ports and subnet; `down -v` at the end."""
     problem = _engine_problem()
     if problem:
         pytest.skip(f"needs Docker with Compose: {problem}")
+    state = tmp_path_factory.mktemp("compose-monitoring-state")
     env = {
-        "MOVIE_PROXY_PORT": str(free_port()),
-        "MOVIE_REDIS_PORT": str(free_port()),
-        "MOVIE_PROMETHEUS_PORT": str(free_port()),
+        "MOVIEOPS_COMPOSE_PROJECT": f"movieops-mon-{uuid.uuid4().hex[:6]}",
+        "MOVIEOPS_STATE_DIR": str(state),
+        "MOVIEOPS_API_PORT": str(free_port()),
+        "MOVIEOPS_PROXY_PORT": str(free_port()),
+        "MOVIEOPS_REDIS_PORT": str(free_port()),
+        "MOVIEOPS_PROMETHEUS_PORT": str(free_port()),
         "MOVIE_NETWORK_SUBNET": "172.30.74.0/24",
         "MOVIE_PROXY_ADDRESS": "172.30.74.10",
-        "MOVIE_REDIS_PASSWORD": secrets.token_hex(24),
-        "MOVIE_RATE_LIMIT_EXEMPT_TOKENS": secrets.token_hex(16),
         "MOVIE_APP_IMAGE": APP_IMAGE,
     }
+    run = Cli(ROOT, env, runtime="compose")
     docker = DockerClient(
         compose_files=[ROOT / "compose.yaml", ROOT / "compose.replicas.yaml"],
-        compose_project_name=f"movieops-mon-{uuid.uuid4().hex[:6]}",
+        compose_project_name=env["MOVIEOPS_COMPOSE_PROJECT"],
         compose_project_directory=ROOT,
-        compose_profiles=["proxy", "monitoring"],
+        compose_profiles=["*"],
+        compose_env_files=[state / "compose.env"],
     )
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        try:
-            docker.compose.up(
-                build=True,
-                detach=True,
-                wait=True,
-                wait_timeout=300,
-                scales={"api": API_REPLICAS},
-                quiet=True,
-            )
-            yield Monitored(
-                docker,
-                f"http://127.0.0.1:{env['MOVIE_PROXY_PORT']}",
-                f"http://127.0.0.1:{env['MOVIE_PROMETHEUS_PORT']}",
-                env,
-            )
-        finally:
-            docker.compose.down(volumes=True, remove_orphans=True, quiet=True)
+    try:
+        up = run.json("up", "--monitoring", "--replicas", str(API_REPLICAS), "--build")["data"]
+        rows = {row["service"]: row for row in up["services"]}
+        assert rows["prometheus"]["url"] == f"http://127.0.0.1:{env['MOVIEOPS_PROMETHEUS_PORT']}"
+        assert rows["redis-exporter"]["state"] == "running"
+        yield Monitored(
+            docker,
+            f"http://127.0.0.1:{env['MOVIEOPS_PROXY_PORT']}",
+            f"http://127.0.0.1:{env['MOVIEOPS_PROMETHEUS_PORT']}",
+            {**env, "MOVIE_REDIS_PASSWORD": (state / "redis.password").read_text().strip()},
+        )
+    finally:
+        run("down", "--volumes", "--yes")
 
 
 def test_prometheus_scrapes_every_api_replica_the_worker_redis_and_itself(
@@ -180,14 +178,14 @@ def test_only_prometheus_is_published_on_loopback_and_the_exporter_hides_the_pas
         assert_hardened(service, monitored.container(service))
     published = {
         service: [
-            (binding.host_ip, binding.host_port)
+            (binding["HostIp"], binding["HostPort"])
             for bindings in (monitored.container(service).network_settings.ports or {}).values()
             for binding in bindings or []
         ]
         for service in ("prometheus", "redis-exporter", "worker")
     }
     assert published == {
-        "prometheus": [("127.0.0.1", monitored.env["MOVIE_PROMETHEUS_PORT"])],
+        "prometheus": [("127.0.0.1", monitored.env["MOVIEOPS_PROMETHEUS_PORT"])],
         "redis-exporter": [],
         "worker": [],
     }
