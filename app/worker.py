@@ -110,7 +110,10 @@ async def refresh_recommendations(
 async def refresh_changed_users(
     ctx: dict[str, Any], *, request_id: str | None = None
 ) -> dict[str, Any]:
-    """Refresh every user whose ratings changed since their last refresh (the hourly job)."""
+    """Refresh every user whose ratings changed since their last refresh (the hourly job).
+
+    Queued by cron and the start-up catch-up, which carry no ``request_id``; the keyword is
+    accepted like every job's (see ``refresh_recommendations``)."""
 
     async def work() -> dict[str, Any]:
         users = await users_needing_refresh(ctx["engine"])
