@@ -67,6 +67,8 @@ HEALTH_CHECK_KEY = QUEUE_NAME + ":health-check"  # arq's heartbeat: queue name +
 REFRESH_JOB = "refresh_recommendations"
 REFRESH_CHANGED_JOB = "refresh_changed_users"
 CRON_LAST_RUN_KEY = "movies:cron:refresh-changed:last-run"
+# The job keyword that carries the id of the request that queued the job.
+REQUEST_ID_KWARG = "request_id"
 ARQ_RESULT_KEY_PREFIX = "arq:result:"
 ARQ_IN_PROGRESS_KEY_PREFIX = "arq:in-progress:"
 JOB_ID_PATTERN = r"^[A-Za-z0-9:_.-]{1,128}$"

@@ -20,6 +20,7 @@ from app.constants import (
     ARQ_RESULT_KEY_PREFIX,
     QUEUE_NAME,
     REFRESH_JOB,
+    REQUEST_ID_KWARG,
     WAKE_TOKEN,
     WAKE_TOKENS_MAX,
     WAKE_TTL_MS,
@@ -73,15 +74,25 @@ class JobView:
     error: str | None = None
 
 
-async def trigger_refresh(redis: ArqRedis, user_id: int) -> TriggerState:
+async def trigger_refresh(
+    redis: ArqRedis, user_id: int, *, request_id: str | None = None
+) -> TriggerState:
     """Queue a user's refresh unless one is queued or running.
 
     arq refuses a job id while its job or its kept result exists. A finished result must not
     block a new manual refresh, so it is cleared and the enqueue tried again.
+
+    ``request_id`` (the API's, for the request that asked) travels in the job as the keyword
+    ``request_id``: the worker binds it while the job runs, so its log lines carry it. Without
+    one the job has no such keyword (as before request ids) and the worker gives the run a
+    fresh id.
     """
     job_id = refresh_job_id(user_id)
+    extra: dict[str, Any] = {} if request_id is None else {REQUEST_ID_KWARG: request_id}
     for _ in range(3):
-        if await redis.enqueue_job(REFRESH_JOB, user_id, _job_id=job_id, _queue_name=QUEUE_NAME):
+        if await redis.enqueue_job(
+            REFRESH_JOB, user_id, _job_id=job_id, _queue_name=QUEUE_NAME, **extra
+        ):
             await wake_worker(redis)
             return TriggerState.QUEUED
         status = await job_handle(redis, job_id).status()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
 from datetime import UTC, datetime
@@ -42,6 +43,15 @@ from app.jobcodec import CODEC
 from app.logs import configure_logging
 from app.migrate import require_schema
 from app.refresh import refresh_user, refresh_users, users_needing_refresh
+from app.workermetrics import (
+    MetricsEndpoint,
+    MetricsEndpointError,
+    WorkerMetrics,
+    current_run,
+    job_run,
+    note_record,
+    timed,
+)
 
 log = logging.getLogger("app.worker")
 arq_log = logging.getLogger("arq.worker")  # arq's own start-up lines, as arq logs them
@@ -50,6 +60,10 @@ arq_log = logging.getLogger("arq.worker")  # arq's own start-up lines, as arq lo
 MIN_BLOCKING_WAIT_SECONDS = 0.001
 # A BLPOP not answered this long after its own timeout means a dead connection: drop it.
 WAKE_GRACE_SECONDS = 2.0
+
+HOURLY_REFRESH_CRON = "hourly-refresh"
+# The Redis key each cron job writes when it succeeds (read by the metrics at scrape time).
+CRON_LAST_RUN_KEYS = {HOURLY_REFRESH_CRON: CRON_LAST_RUN_KEY}
 
 RETRY_BASE_DELAY_SECONDS = 0.5
 RETRY_MAX_DELAY_SECONDS = 10.0
@@ -82,13 +96,24 @@ async def _retrying(ctx: dict[str, Any], work: Any) -> dict[str, Any]:
     return result
 
 
-async def refresh_recommendations(ctx: dict[str, Any], user_id: int) -> dict[str, Any]:
-    """Recompute one user's recommendations (idempotent: a re-run writes the same result)."""
+async def refresh_recommendations(
+    ctx: dict[str, Any], user_id: int, *, request_id: str | None = None
+) -> dict[str, Any]:
+    """Recompute one user's recommendations (idempotent: a re-run writes the same result).
+
+    ``request_id`` is the id of the request that queued the job (absent in jobs queued before
+    request ids, or by the CLI); ``WakingWorker`` binds it for the whole run, so the work itself
+    does not use it."""
     return await _retrying(ctx, refresh_user(ctx["engine"], user_id, ctx["top_n"]))
 
 
-async def refresh_changed_users(ctx: dict[str, Any]) -> dict[str, Any]:
-    """Refresh every user whose ratings changed since their last refresh (the hourly job)."""
+async def refresh_changed_users(
+    ctx: dict[str, Any], *, request_id: str | None = None
+) -> dict[str, Any]:
+    """Refresh every user whose ratings changed since their last refresh (the hourly job).
+
+    Queued by cron and the start-up catch-up, which carry no ``request_id``; the keyword is
+    accepted like every job's (see ``refresh_recommendations``)."""
 
     async def work() -> dict[str, Any]:
         users = await users_needing_refresh(ctx["engine"])
@@ -137,16 +162,100 @@ class WakingWorker(Worker):
     wake-up is lost. Everything else is arq's: health check, cron, retries, timeouts, signals,
     burst mode (which keeps arq's plain sleep). Nothing read from the list is decoded: a token
     only counts.
+
+    It also keeps the worker's metrics (``app.workermetrics``: every run counted once with arq's
+    own verdict, see ``run_job``) and serves them on ``metrics_host:metrics_port`` (0: not
+    served), and binds each job's request id for the whole run.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        metrics: WorkerMetrics | None = None,
+        metrics_host: str = "127.0.0.1",
+        metrics_port: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        # Always JSON job records (app.jobcodec), whoever builds the worker.
+        kwargs.update({name: kwargs.get(name) or codec for name, codec in CODEC.items()})
         super().__init__(*args, **kwargs)
         self.wake_key = wake_key(self.queue_name)
         self.idle_woken = 0  # idle waits ended by a wake-up token
         self.idle_timed_out = 0  # idle waits that ran the whole poll delay
         self._wake_redis: Redis | None = None
+        # One registry for the process, shared by the workers serve() starts after a reconnect.
+        self.metrics = metrics or WorkerMetrics()
+        self.metrics.know(self.functions)
+        self.functions = {
+            name: dataclasses.replace(function, coroutine=timed(function.coroutine, self.metrics))
+            for name, function in self.functions.items()
+        }
+        decode = self.job_deserializer
+
+        def decode_and_note(raw: bytes) -> dict[str, Any]:
+            record: dict[str, Any] = decode(raw)  # type: ignore[misc]
+            note_record(record)
+            return record
+
+        self.job_deserializer = decode_and_note
+        self.metrics_endpoint = (
+            MetricsEndpoint(self.metrics, self._read_for_scrape, metrics_host, metrics_port)
+            if metrics_port
+            else None
+        )
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's ``run_job`` inside a ``JobRun``, counted once arq has settled it.
+
+        arq decodes the record first thing (``note_record`` binds the job's request id there,
+        before arq logs the job's start), runs the function (``timed``), then settles the run in
+        ``finish_job`` or ``finish_failed_job`` (overridden below to record the verdict)."""
+        with job_run(score) as run:
+            try:
+                await super().run_job(job_id, score)
+            finally:
+                self.metrics.observe(run)
+
+    async def finish_job(self, job_id: str, finish: bool, *args: Any) -> None:
+        """arq's ``finish_job``: ``finish`` true for a done or failed run, false for one that
+        runs again (``Retry``, or cancelled by a shutdown)."""
+        await super().finish_job(job_id, finish, *args)
+        run = current_run()
+        if run is not None:
+            run.finished = finish
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        """arq's ``finish_failed_job``: a run that failed before its function ran (expired,
+        undecodable, unknown function, too many tries)."""
+        await super().finish_failed_job(job_id, result_data)
+        run = current_run()
+        if run is not None:
+            run.finished = True
+
+    async def record_health(self) -> None:
+        """arq's heartbeat; its time becomes the heartbeat metric once Redis took it."""
+        await super().record_health()
+        self.metrics.heartbeat.set(self._last_health_check)
+
+    async def _read_for_scrape(self) -> None:
+        cron_keys = {
+            job.name: CRON_LAST_RUN_KEYS[job.name]
+            for job in self.cron_jobs
+            if job.name in CRON_LAST_RUN_KEYS
+        }
+        await self.metrics.read_redis(self._pool, self.queue_name, cron_keys)
 
     async def main(self) -> None:
+        """The metrics endpoint around ``serve_jobs``; both stop together."""
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.start()
+        try:
+            await self.serve_jobs()
+        finally:
+            if self.metrics_endpoint is not None:
+                await self.metrics_endpoint.close()
+
+    async def serve_jobs(self) -> None:
         """arq 0.28's ``Worker.main`` with the wait between polls replaced by ``idle_wait``."""
         if self._pool is None:
             self._pool = await create_pool(
@@ -218,9 +327,16 @@ class WakingWorker(Worker):
                 await client.aclose(close_connection_pool=True)
 
 
+# WakingWorker's own settings, read from a settings class beside arq's.
+OWN_SETTINGS = ("metrics_host", "metrics_port")
+
+
 def create_worker(settings_cls: type, **kwargs: Any) -> WakingWorker:
-    """``arq.worker.create_worker`` for ``WakingWorker``."""
-    return WakingWorker(**{**get_kwargs(settings_cls), **kwargs})
+    """``arq.worker.create_worker`` for ``WakingWorker`` (plus its ``OWN_SETTINGS``)."""
+    own = {
+        name: getattr(settings_cls, name) for name in OWN_SETTINGS if hasattr(settings_cls, name)
+    }
+    return WakingWorker(**{**get_kwargs(settings_cls), **own, **kwargs})
 
 
 def build_worker_settings(settings: Settings) -> type:
@@ -244,7 +360,7 @@ def build_worker_settings(settings: Settings) -> type:
     attributes: dict[str, Any] = {
         "functions": [refresh_recommendations, refresh_changed_users],
         "cron_jobs": [
-            cron(refresh_changed_users, name="hourly-refresh", minute=0, second=0, unique=True)
+            cron(refresh_changed_users, name=HOURLY_REFRESH_CRON, minute=0, second=0, unique=True)
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
@@ -260,6 +376,9 @@ def build_worker_settings(settings: Settings) -> type:
         "max_tries": settings.job_max_tries,
         "keep_result": JOB_RESULT_TTL_SECONDS,
         "max_jobs": 4,
+        # WakingWorker's (arq ignores them): its metrics endpoint.
+        "metrics_host": settings.worker_metrics_host,
+        "metrics_port": settings.worker_metrics_port,
     }
     return type("WorkerSettings", (), attributes)
 
@@ -273,8 +392,11 @@ def __getattr__(name: str) -> Any:
 
 def serve(settings: Settings) -> None:
     """Run the worker until SIGTERM/SIGINT; reconnect with back-off when Redis goes away
-    (arq itself exits on a dropped connection)."""
+    (arq itself exits on a dropped connection). The metrics live as long as the process, so
+    counters survive a reconnect; a metrics port that cannot be bound is not retried
+    (``MetricsEndpointError``)."""
     worker_settings = build_worker_settings(settings)
+    metrics = WorkerMetrics()
     for attempt in stamina.retry_context(
         on=(RedisConnectionError, RedisTimeoutError, OSError),
         attempts=None,
@@ -285,7 +407,7 @@ def serve(settings: Settings) -> None:
         with attempt:
             if attempt.num > 1:
                 log.warning("redis connection lost; worker restarting (attempt %d)", attempt.num)
-            create_worker(worker_settings).run()
+            create_worker(worker_settings, metrics=metrics).run()
 
 
 def main() -> int:
@@ -295,7 +417,7 @@ def main() -> int:
     try:
         require_schema(settings)
         serve(settings)
-    except SchemaNotReady as exc:
+    except (SchemaNotReady, MetricsEndpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -90,6 +90,9 @@ def up(
     database: opt.DatabaseOption = None,
     timeout: opt.HealthBudget = None,
     image: opt.Image = None,
+    monitoring: Annotated[
+        bool, typer.Option(help="Also start Prometheus and a Redis exporter (compose).")
+    ] = False,
 ) -> None:
     """Start the stack and wait until every service is healthy, then print its URLs.
 
@@ -119,6 +122,11 @@ def up(
                 "the local runtime supports SQLite only; --database postgres needs compose",
                 hint="use --runtime compose (Docker), or drop --database postgres",
             )
+        if monitoring and runtime.name != "compose":
+            raise UsageError(
+                f"--monitoring starts the compose monitoring profile; not on {runtime.name}",
+                hint="use --runtime compose, or drop --monitoring",
+            )
         if database is opt.Database.sqlite and runtime.name == "swarm":
             raise UsageError(
                 "the swarm runtime runs PostgreSQL (a SQLite file cannot be shared by nodes)",
@@ -130,6 +138,7 @@ def up(
             replicas=replicas,
             database=database.value if database else None,
             image=image,
+            monitoring=monitoring,
         )
         live = progress_display(app)
         with github_group("movieops up"), live as update:

@@ -41,6 +41,9 @@ class CliSettings(BaseSettings):
     postgres_port: int = Field(
         default=5432, ge=1, le=65_535, description="Published PostgreSQL port (compose)."
     )
+    prometheus_port: int = Field(
+        default=9090, ge=1, le=65_535, description="Published Prometheus port (up --monitoring)."
+    )
     health_timeout: float = Field(
         default=180, gt=0, le=3_600, description="Per-service budget (s) to become healthy."
     )

@@ -30,9 +30,9 @@ READY_COVERS = frozenset({"api", "redis", "worker", "postgres", "migrate"})
 has nothing to answer: its state, done, says it all)."""
 UP_STATES = frozenset({"running", "external", "done"})
 """States of a service that is up: "done" is a one-shot (migrate) that exited 0."""
-NO_PROBE = frozenset({"postgres", "migrate"})
+NO_PROBE = frozenset({"postgres", "migrate", "prometheus", "redis-exporter"})
 """Services whose container says it all: postgres's healthcheck (pg_isready over TCP),
-migrate's exit code."""
+migrate's exit code, Prometheus's readiness healthcheck, the exporter running (monitoring)."""
 CRASH_RESTARTS = 3
 """Restarts while `up` waits after which a service counts as crash-looping: waiting longer
 cannot help, so `up` stops at once instead of running out its whole budget."""
@@ -157,7 +157,9 @@ def wait_healthy(
         by_service: dict[str, list[ServiceState]] = {}
         crashing: dict[str, int] = {}
         for state in runtime.status():
-            base = state.service.split("-")[0]  # replicas show as api-1, api-2 …
+            # Replicas show as api-1, api-2 …; redis-exporter is a service of its own.
+            name, _, number = state.service.rpartition("-")
+            base = name if number.isdigit() else state.service
             by_service.setdefault(base, []).append(state)
             if state.restarts is not None:
                 restarted = state.restarts - first_restarts.setdefault(

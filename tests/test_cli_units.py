@@ -170,6 +170,7 @@ def test_compose_ps_output_in_both_formats_and_env() -> None:
         "MOVIE_API_PORT": "1",
         "MOVIE_PROXY_PORT": "2",
         "MOVIE_REDIS_PORT": "3",
+        "MOVIE_PROMETHEUS_PORT": "9090",  # used by the monitoring profile only
         "MOVIE_RATE_LIMIT_EXEMPT_TOKENS": "tok",
     }
     assert "MOVIE_RATE_LIMIT_EXEMPT_TOKENS" not in compose_env(1, 2, 3, None)

@@ -188,3 +188,59 @@ def test_the_cause_of_a_failed_one_shot_is_its_error_line() -> None:
     assert last_exception(lines) == (
         "error: migration failed: OSError: Connect call failed ('10.0.0.2', 5432)"
     )
+
+
+def test_monitoring_mode_starts_its_profile_publishes_prometheus_and_is_remembered(
+    tmp_path: Path,
+) -> None:
+    """`up --monitoring`: the monitoring profile, Prometheus's published port in compose.env,
+    prometheus and redis-exporter among the services (after the rest), kept in the mode file;
+    without it, none of that."""
+    runtime = ComposeRuntime(
+        tmp_path / "project",
+        "movieops-unit",
+        tmp_path / "state",
+        (18000, 18080, 16379),
+        prometheus_port=19090,
+    )
+    runtime.mode = runtime._mode_for(UpOptions(monitoring=True))
+    runtime._save_mode()
+    again = ComposeRuntime(tmp_path / "project", "movieops-unit", tmp_path / "state", (1, 2, 3))
+    assert again.mode == ComposeMode(monitoring=True)
+    assert again.services[-2:] == ("prometheus", "redis-exporter")
+    assert runtime.client().client_config.compose_profiles == ["monitoring"]
+    env = (tmp_path / "state" / "compose.env").read_text().splitlines()
+    assert "MOVIE_PROMETHEUS_PORT=19090" in env
+    plain = _runtime(tmp_path / "plain")
+    assert "prometheus" not in plain.services
+    assert plain.client().client_config.compose_profiles == []
+
+
+def test_the_local_runtime_refuses_monitoring_in_one_line(tmp_path: Path) -> None:
+    """`up --monitoring` outside compose: exit 2, one line, the compose hint; nothing starts."""
+    run = Cli(tmp_path, {"MOVIEOPS_STATE_DIR": str(tmp_path / "state")}, runtime="local")
+    document = run.json("up", "--monitoring", code=2)
+    assert document["error"]["code"] == "usage"
+    assert "monitoring profile" in document["error"]["message"]
+    assert "--runtime compose" in document["error"]["hint"]
+    assert not (tmp_path / "state" / "supervisord.pid").exists()
+
+
+def test_the_redis_exporter_row_counts_for_itself_not_for_a_replica_of_redis() -> None:
+    """While `up` waits, api-1/api-2 are rows of api, but redis-exporter is a service of its own
+    (running is its health: it has no probe and no healthcheck)."""
+
+    class Monitoring(_OneShotStack):
+        services = ("postgres", "redis-exporter")
+
+        def status(self) -> list[ServiceState]:
+            return [
+                ServiceState("postgres", "running", "healthy"),
+                ServiceState("redis-exporter", "running"),
+            ]
+
+    done = wait_healthy(Monitoring(ServiceState("migrate", "done")), 5, 2, lambda _: None)  # type: ignore[arg-type]
+    assert {(item.service, item.healthy) for item in done} == {
+        ("postgres", True),
+        ("redis-exporter", True),
+    }

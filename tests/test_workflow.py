@@ -60,7 +60,9 @@ def test_service_and_compose_images_are_pinned_to_exact_versions() -> None:
     images += re.findall(r"^ARG PYTHON_IMAGE=(\S+)", (ROOT / "Dockerfile").read_text(), re.M)
     assert len(images) >= 4, images
     for image in images:
-        # PostgreSQL's releases have two parts since version 10 (15.18 is one exact release)
-        exact = r"\d+\.\d+" if image.startswith("postgres:") else r"\d+\.\d+\.\d+"
+        # PostgreSQL's releases have two parts since version 10 (15.18 is one exact release);
+        # Prometheus and redis_exporter tag theirs with a leading v (v2.42.0)
+        exact = r"\d+\.\d+" if image.startswith("postgres:") else r"v?\d+\.\d+\.\d+"
         assert re.fullmatch(rf"[\w./-]+:{exact}(-[\w.-]+)?", image), image
     assert "postgres:15.18-bookworm" in images
+    assert "prom/prometheus:v2.42.0" in images

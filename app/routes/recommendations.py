@@ -13,6 +13,7 @@ from app.jobs import job_pending, trigger_refresh
 from app.models import Recommendations, RefreshAccepted
 from app.redisguard import RedisUnavailable
 from app.refresh import no_ratings_detail
+from app.requestid import current_request_id
 from app.responses import errors, success
 from app.routes.movies import IdempotencyKey
 
@@ -91,7 +92,10 @@ async def refresh_recommendations(
     user who has rated nothing (there is nothing to compute, and nothing is queued)."""
     if not await repository.user_has_ratings(session, user_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, no_ratings_detail(user_id))
-    state = await call_queue(services, lambda redis: trigger_refresh(redis, user_id))
+    request_id = current_request_id()
+    state = await call_queue(
+        services, lambda redis: trigger_refresh(redis, user_id, request_id=request_id)
+    )
     job_id = refresh_job_id(user_id)
     location = f"/jobs/{job_id}"
     response.headers["Location"] = location

@@ -70,6 +70,7 @@ class UpOptions:
     database: str | None = None
     """sqlite or postgres (compose); None: the one the last `up` used, else sqlite."""
     image: str | None = None  # swarm: deploy this image instead of building one
+    monitoring: bool = False  # compose: the monitoring profile (Prometheus, Redis exporter)
 
 
 class Runtime(Protocol):

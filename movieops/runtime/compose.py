@@ -38,6 +38,8 @@ POSTGRES_DB = "movie"
 # MOVIE_DATABASE_PASSWORD): the `postgres` service on the stack's own network.
 POSTGRES_URL = f"postgresql+asyncpg://{POSTGRES_USER}@postgres:5432/{POSTGRES_DB}"
 DEFAULT_POSTGRES_PORT = 5432
+DEFAULT_PROMETHEUS_PORT = 9090
+MONITORING_SERVICES = ("prometheus", "redis-exporter")
 ONE_SHOT = frozenset({"migrate"})
 """Services that run to completion: exited 0 is their healthy end ("done"), else "failed"."""
 
@@ -49,6 +51,7 @@ class ComposeMode:
     proxy: bool = False
     replicas: int = 1
     database: str = "sqlite"
+    monitoring: bool = False
 
 
 def parse_ps(output: str) -> list[dict[str, Any]]:
@@ -70,6 +73,7 @@ def compose_env(
     *,
     postgres_port: int = DEFAULT_POSTGRES_PORT,
     postgres_password: str | None = None,
+    prometheus_port: int = DEFAULT_PROMETHEUS_PORT,
 ) -> dict[str, str]:
     """Variables the compose file interpolates (ports; the exemption token; Redis's password;
     with ``postgres_password``, the PostgreSQL database instead of the SQLite file)."""
@@ -77,6 +81,7 @@ def compose_env(
         "MOVIE_API_PORT": str(api_port),
         "MOVIE_PROXY_PORT": str(proxy_port),
         "MOVIE_REDIS_PORT": str(redis_port),
+        "MOVIE_PROMETHEUS_PORT": str(prometheus_port),
     }
     if token:
         env["MOVIE_RATE_LIMIT_EXEMPT_TOKENS"] = token
@@ -94,6 +99,7 @@ def profiles_of(mode: ComposeMode) -> list[str]:
     return [
         *(["proxy"] if mode.proxy else []),
         *(["postgres"] if mode.database == "postgres" else []),
+        *(["monitoring"] if mode.monitoring else []),
     ]
 
 
@@ -119,12 +125,14 @@ class ComposeRuntime:
         ports: tuple[int, int, int],
         token: str | None = None,
         postgres_port: int = DEFAULT_POSTGRES_PORT,
+        prometheus_port: int = DEFAULT_PROMETHEUS_PORT,
     ) -> None:
         self.project_dir = project_dir
         self.project_name = project_name
         self.state_dir = state_dir
         self.api_port, self.proxy_port, self.redis_port = ports
         self.postgres_port = postgres_port
+        self.prometheus_port = prometheus_port
         self.token = token
         self._env_text: str | None = None
         self._redis_password: str | None = None
@@ -156,6 +164,7 @@ class ComposeRuntime:
             "api",
             "worker",
             *(("proxy",) if self.mode.proxy else ()),
+            *(MONITORING_SERVICES if self.mode.monitoring else ()),
         )
 
     def _load_mode(self) -> ComposeMode:
@@ -166,6 +175,7 @@ class ComposeRuntime:
                 bool(data.get("proxy")),
                 int(data.get("replicas", 1)),
                 database if database in DATABASES else "sqlite",
+                bool(data.get("monitoring")),
             )
         except (OSError, ValueError, AttributeError):
             return ComposeMode()
@@ -178,13 +188,15 @@ class ComposeRuntime:
                     "proxy": self.mode.proxy,
                     "replicas": self.mode.replicas,
                     "database": self.mode.database,
+                    "monitoring": self.mode.monitoring,
                 }
             )
         )
 
     def _mode_for(self, options: UpOptions) -> ComposeMode:
         """What `up` asks for; without --database, the database the last `up` used."""
-        return ComposeMode(options.proxy, options.replicas, options.database or self.mode.database)
+        database = options.database or self.mode.database
+        return ComposeMode(options.proxy, options.replicas, database, options.monitoring)
 
     def client(self, every_profile: bool = False) -> DockerClient:
         """A python-on-whales client for this project in its current mode."""
@@ -206,6 +218,7 @@ class ComposeRuntime:
             postgres_password=(
                 self.postgres_password if self.mode.database == "postgres" else None
             ),
+            prometheus_port=self.prometheus_port,
         )
         text = "".join(f"{k}={v}\n" for k, v in values.items())
         if text != self._env_text or not env_file.exists():
@@ -274,6 +287,8 @@ class ComposeRuntime:
             ports.append(("proxy", self.proxy_port, "MOVIEOPS_PROXY_PORT"))
         if self.mode.database == "postgres":
             ports.append(("postgres", self.postgres_port, "MOVIEOPS_POSTGRES_PORT"))
+        if self.mode.monitoring:
+            ports.append(("prometheus", self.prometheus_port, "MOVIEOPS_PROMETHEUS_PORT"))
         for service, port, variable in ports:
             if port in ours:
                 checks.append(held_by_stack(service, port))
@@ -378,6 +393,7 @@ class ComposeRuntime:
             "redis": redact_url(endpoints.redis_url),
             "proxy": endpoints.proxy_url,
             "postgres": self.postgres_url,
+            "prometheus": f"http://127.0.0.1:{self.prometheus_port}",
         }
         per_service = Counter(str(r["Service"]) for r in rows)
 
@@ -408,7 +424,7 @@ class ComposeRuntime:
 
     @staticmethod
     def _order(service: str) -> int:
-        order = ("redis", "postgres", "migrate", "api", "worker", "proxy")
+        order = ("redis", "postgres", "migrate", "api", "worker", "proxy", *MONITORING_SERVICES)
         return order.index(service) if service in order else len(order)
 
     def logs(

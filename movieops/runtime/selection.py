@@ -101,6 +101,7 @@ def select_runtime(
             ports,
             token=token,
             postgres_port=settings.postgres_port,
+            prometheus_port=settings.prometheus_port,
         )
     from movieops.runtime.local import LocalRuntime
 
