@@ -40,6 +40,7 @@ MEANINGS = {
     ExitCode.JOB_TIMEOUT: "waited too long for a job",
     ExitCode.NOT_RUNNING: "not running",
     ExitCode.ROLLED_BACK: "rolled back",
+    ExitCode.THRESHOLD_EXCEEDED: "threshold exceeded",
 }
 
 
@@ -60,16 +61,16 @@ def test_exit_codes_have_no_aliases() -> None:
 
 
 def test_the_readme_table_is_the_exit_code_enum() -> None:
-    """Codes 0-10, each with the meaning its ExitCode member names."""
+    """Codes 0-11, each with the meaning its ExitCode member names."""
     table = _readme_exit_codes()
-    assert sorted(table) == [code.value for code in ExitCode] == list(range(11))
+    assert sorted(table) == [code.value for code in ExitCode] == list(range(12))
     for code in ExitCode:
         assert table[code].startswith(MEANINGS[code]), (code, table[code])
 
 
 def test_each_error_class_exits_with_its_own_documented_code() -> None:
     """Each error of the tree maps to one documented code; together they cover every failure
-    code (1-9), and ExitCode.OK is no error's code."""
+    code (1-11), and ExitCode.OK is no error's code."""
     classes = [
         value
         for value in vars(errors).values()
@@ -89,6 +90,7 @@ def test_each_error_class_exits_with_its_own_documented_code() -> None:
         "JobFailed": (ExitCode.JOB_FAILED, "job_failed"),
         "JobTimeout": (ExitCode.JOB_TIMEOUT, "job_timeout"),
         "NotRunning": (ExitCode.NOT_RUNNING, "not_running"),
+        "ThresholdExceeded": (ExitCode.THRESHOLD_EXCEEDED, "threshold_exceeded"),
     }
     assert {cls.__name__: (cls.exit_code, cls.code) for cls in classes} == expected
 
