@@ -15,6 +15,7 @@ from redis import Redis
 from app.config import Settings
 from app.main import create_app
 from movieops import load
+from movieops.errors import UsageError
 from movieops.load import LIST, ONE, RATINGS, Planned, Profile, RateLimitPacer, Tally
 from tests.clihelp import Cli
 from tests.support import ThreadedServer, ValkeyProcess, free_port
@@ -40,7 +41,7 @@ def test_out_of_bounds_arguments_are_usage_errors(
     rate: float, duration: float | None, requests: int | None, concurrency: int, message: str
 ) -> None:
     """Every input is bounded; a bad one names itself."""
-    with pytest.raises(load.UsageError, match=message):
+    with pytest.raises(UsageError, match=message):
         load.validate(rate, duration, requests, concurrency)
 
 
