@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     # Types only: the modules behind them (arq, Redis, HTTP) are the commands' to import.
@@ -298,10 +299,10 @@ def top_view(snapshot: TopSnapshot) -> Group:
                 else ["-"] * 5
             )
             workers.add_row(t.instance, state, *cells, note)
-    parts: list[Table | str] = [api]
+    parts: list[Table | Text] = [api]
     if workers.row_count:
         parts.append(workers)
-    parts.append(redis_line(snapshot.redis))
+    parts.append(Text.from_markup(redis_line(snapshot.redis)))  # no number highlighting
     return Group(*parts)
 
 
