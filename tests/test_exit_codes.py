@@ -270,3 +270,15 @@ def test_an_unknown_job_exits_9(tmp_path: Path, flushed: str, nowhere: str) -> N
     )  # fmt: skip
     assert _error(document) == "not_running"
     assert document["error"]["message"].startswith("no job refresh:424242")
+
+
+def test_a_load_run_over_its_threshold_exits_11(tmp_path: Path) -> None:
+    """11: `load --max-p99` below what any request over HTTP takes."""
+    server = ThreadedServer(_failing_api())
+    with server.running():
+        document = Cli(tmp_path, {}).json(
+            "--api-url", server.url, "load", "--requests", "3", "--max-p99", "0.0001",
+            code=ExitCode.THRESHOLD_EXCEEDED,
+        )  # fmt: skip
+    assert _error(document) == "threshold_exceeded"
+    assert document["data"]["requests"] == 3
