@@ -33,7 +33,6 @@ from movieops.clikit import (
     show_snapshots,
 )
 from movieops.errors import NotRunning, PreflightFailed, ThresholdExceeded, Unhealthy, UsageError
-from movieops.output import dumps, envelope
 
 if TYPE_CHECKING:
     from movieops.probes import Probe
@@ -344,7 +343,9 @@ def rate_limits(
 
             if not watch:
                 return read()
-            show_snapshots(app, ratelimits.watch(read, interval, count))
+            show_snapshots(
+                app, "rate-limits", ratelimits.watch(read, interval, count), render.counters_table
+            )
             return SHOWN
 
     run(ctx, "rate-limits", operation, lambda app, result: render.print_counters(app.out, result))
@@ -392,24 +393,10 @@ def top(
             )
         else:
             targets = app.runtime().metrics_targets
-        live = sys.stdout.isatty() and not app.json and not once and count is None
-        snapshots = top_module.watch(
-            targets, endpoints.redis_url, interval, None if live else (count or 1)
-        )
-        if live:
-            from rich.live import Live
-
-            with Live(console=app.out, auto_refresh=False) as view:
-                for snapshot in snapshots:
-                    view.update(render.top_view(snapshot), refresh=True)
-            return SHOWN
-        if count is None or count == 1:
-            return next(snapshots)
-        for snapshot in snapshots:
-            if app.json:
-                print(dumps(envelope("top", snapshot)), flush=True)
-            else:
-                app.out.print(render.top_view(snapshot))
+        if once or (count is None and (app.json or not sys.stdout.isatty())):
+            return next(top_module.watch(targets, endpoints.redis_url, interval, 1))
+        snapshots = top_module.watch(targets, endpoints.redis_url, interval, count)
+        show_snapshots(app, "top", snapshots, render.top_view)
         return SHOWN
 
     run(ctx, "top", operation, lambda app, snapshot: app.out.print(render.top_view(snapshot)))

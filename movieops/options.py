@@ -108,7 +108,9 @@ Once = Annotated[
 ]
 TopCount = Annotated[
     int | None,
-    typer.Option(min=1, max=10_000, help="Print this many snapshots one after another, then exit."),
+    typer.Option(
+        min=1, max=10_000, help="Stop after this many snapshots (printed one by one in a pipe)."
+    ),
 ]
 WorkerMetricsUrl = Annotated[
     str | None,
