@@ -432,6 +432,7 @@ def load(
 
     def operation(app: App) -> Any:
         duration_s, count = load_module.validate(rate, duration, requests, concurrency)
+        load_module.validate_thresholds(max_error_rate, max_p99)
         token = None
         if exempt:
             if app.attached:

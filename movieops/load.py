@@ -91,6 +91,14 @@ def validate(
     return duration, None
 
 
+def validate_thresholds(max_error_rate: float | None, max_p99_ms: float | None) -> None:
+    """--max-error-rate is a ratio (0-1), --max-p99 a positive number of milliseconds."""
+    if max_error_rate is not None and not 0 <= max_error_rate <= 1:
+        raise UsageError("--max-error-rate is a ratio from 0 to 1 (0.01: 1 %)")
+    if max_p99_ms is not None and not max_p99_ms > 0:
+        raise UsageError("--max-p99 is a positive number of milliseconds")
+
+
 # --- the profile -------------------------------------------------------------------------------
 
 

@@ -139,9 +139,9 @@ Exempt = Annotated[
 ]
 MaxErrorRate = Annotated[
     float | None,
-    typer.Option(min=0, max=1, help="Exit 11 if (5xx + no answer) / requests is above this (0-1)."),
+    typer.Option(help="Exit 11 if (5xx + no answer) / requests is above this (0-1)."),
 ]
 MaxP99 = Annotated[
-    float | None, typer.Option(min=0, help="Exit 11 if the p99 latency is above this (ms).")
+    float | None, typer.Option(help="Exit 11 if the p99 latency is above this (ms).")
 ]
 Seed = Annotated[int | None, typer.Option(help="Seed of the request mix, to repeat a run.")]

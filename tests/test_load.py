@@ -389,6 +389,8 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path, valkey: ValkeyPro
         ["load", "--rate", "5000"],
         ["load", "--duration", "5", "--requests", "5"],
         ["load", "--concurrency", "1000"],
+        ["load", "--max-error-rate", "5"],
+        ["load", "--max-p99", "0"],
         ["load", "--exempt"],  # no `movieops up` here: no secret
         ["--api-url", "http://127.0.0.1:1", "load", "--exempt"],
     ):
