@@ -19,7 +19,13 @@ from movieops.errors import ExitCode, JobTimeout, MovieOpsError, NotRunning, Usa
 from movieops.jobs import show_job
 from movieops.output import envelope, jsonable
 from movieops.runtime import MetricsTarget
-from movieops.runtime.compose import compose_env, container_address, parse_ps
+from movieops.runtime.compose import (
+    compose_env,
+    container_address,
+    parse_ps,
+    reachable,
+    targets_or_published,
+)
 from movieops.runtime.local import (
     LocalLayout,
     LocalRuntime,
@@ -163,6 +169,39 @@ def test_a_containers_address_comes_from_its_network() -> None:
     assert container_address({"p_backend": Network("172.30.59.4")}) == "172.30.59.4"
     assert container_address({"p_backend": Network("")}) is None
     assert container_address(None) is None
+
+
+def test_unreachable_container_addresses_fall_back_to_the_published_port() -> None:
+    """Every container when the host reaches the first API one; else the published API port,
+    marked, as the one target (no worker: it is not published)."""
+    containers = [
+        MetricsTarget("api", "api-1", "http://172.30.59.3:8000/metrics"),
+        MetricsTarget("api", "api-2", "http://172.30.59.4:8000/metrics"),
+        MetricsTarget("worker", "worker", "http://172.30.59.5:9101/metrics"),
+    ]
+    published = "http://127.0.0.1:8000/metrics"
+    asked: list[tuple[str, int]] = []
+
+    def reach(host: str, port: int) -> bool:
+        asked.append((host, port))
+        return True
+
+    assert targets_or_published(containers, reach, published) == containers
+    assert asked == [("172.30.59.3", 8000)]
+    fallback = targets_or_published(containers, lambda host, port: False, published)
+    assert fallback == [MetricsTarget("api", "api", published, note="via published port")]
+    assert targets_or_published([], reach, published) == fallback
+
+
+def test_reachable_is_whether_a_tcp_connection_opens() -> None:
+    """A listening socket is reachable; a port nobody listens on is not (no exception)."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert reachable("127.0.0.1", listener.getsockname()[1])
+    assert not reachable("127.0.0.1", free_port())
 
 
 def test_valkey_launch_is_one_config_file_with_auth_and_a_no_eviction_memory_cap(

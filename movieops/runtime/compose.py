@@ -129,6 +129,19 @@ def reachable(address: str, port: int, timeout: float = REACH_TIMEOUT_SECONDS) -
         return False
 
 
+def targets_or_published(
+    targets: list[MetricsTarget],
+    reach: Callable[[str, int], bool],
+    published: str,
+) -> list[MetricsTarget]:
+    """The containers' own targets when this host reaches the first API container, else the
+    published API port as the one target, marked "via published port" (Docker Desktop)."""
+    first = next((t for t in targets if t.service == "api"), None)
+    if first is not None and reach(*_host_port(first.url)):
+        return targets
+    return [MetricsTarget("api", "api", published, note="via published port")]
+
+
 class ComposeRuntime:
     """`docker compose` for the project's compose.yaml."""
 
@@ -491,11 +504,7 @@ class ComposeRuntime:
                 )
                 port = METRICS_PORTS[service]
                 targets.append(MetricsTarget(service, instance, f"http://{address}:{port}/metrics"))
-        first = next((t for t in targets if t.service == "api"), None)
-        if first is not None and reachable(*_host_port(first.url)):
-            return targets
-        published = f"http://127.0.0.1:{self.api_port}/metrics"
-        return [MetricsTarget("api", "api", published, note="via published port")]
+        return targets_or_published(targets, reachable, f"http://127.0.0.1:{self.api_port}/metrics")
 
     def rollout_failure(self) -> tuple[str, str] | None:
         """Never: this runtime has no rolling updates to abandon."""
