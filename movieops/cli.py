@@ -32,7 +32,7 @@ from movieops.clikit import (
     run,
     show_snapshots,
 )
-from movieops.errors import NotRunning, PreflightFailed, Unhealthy, UsageError
+from movieops.errors import NotRunning, PreflightFailed, ThresholdExceeded, Unhealthy, UsageError
 
 if TYPE_CHECKING:
     from movieops.probes import Probe
@@ -352,10 +352,151 @@ def rate_limits(
 
             if not watch:
                 return read()
-            show_snapshots(app, ratelimits.watch(read, interval, count))
+            show_snapshots(
+                app, "rate-limits", ratelimits.watch(read, interval, count), render.counters_table
+            )
             return SHOWN
 
     run(ctx, "rate-limits", operation, lambda app, result: render.print_counters(app.out, result))
+
+
+@command(cli)
+def top(
+    ctx: typer.Context,
+    interval: opt.TopInterval = 1.0,
+    once: opt.Once = False,
+    count: opt.TopCount = None,
+    worker_metrics_url: opt.WorkerMetricsUrl = None,
+) -> None:
+    """What the stack is doing, live: per API replica and worker, and Redis.
+
+    Each process is scraped on its own (its Prometheus /metrics): req/s, p50/p99 latency, 5xx
+    and 429 ratios, cache hit ratio; queue depth, running jobs, jobs/s and job latency; Redis
+    memory and key counts by prefix (a SCAN bounded at 10 000 keys, never KEYS: ≥N when
+    reached). A process that cannot be scraped shows as down. --once --json for scripts;
+    without a terminal it prints one snapshot.
+    """
+    import sys
+
+    if worker_metrics_url is not None and not worker_metrics_url.startswith(
+        ("http://", "https://")
+    ):
+        raise typer.BadParameter("an http:// or https:// URL", param_hint="--worker-metrics-url")
+    from movieops import render
+    from movieops import top as top_module
+    from movieops.runtime import MetricsTarget
+
+    def operation(app: App) -> Any:
+        endpoints = app.endpoints()
+        if app.attached:
+            attached = [MetricsTarget("api", "api", f"{endpoints.api_url}/metrics")]
+            if worker_metrics_url:
+                attached.append(MetricsTarget("worker", "worker", worker_metrics_url))
+
+            def targets() -> list[MetricsTarget]:
+                return attached
+        elif worker_metrics_url:
+            raise UsageError(
+                "--worker-metrics-url is for attach mode; movieops finds its own stack's worker",
+                hint="add --api-url, or drop --worker-metrics-url",
+            )
+        else:
+            targets = app.runtime().metrics_targets
+        if once or (count is None and (app.json or not sys.stdout.isatty())):
+            return next(top_module.watch(targets, endpoints.redis_url, interval, 1))
+        snapshots = top_module.watch(targets, endpoints.redis_url, interval, count)
+        show_snapshots(app, "top", snapshots, render.top_view)
+        return SHOWN
+
+    run(ctx, "top", operation, lambda app, snapshot: app.out.print(render.top_view(snapshot)))
+
+
+@command(cli)
+def load(
+    ctx: typer.Context,
+    rate: opt.Rate = 10.0,
+    duration: opt.Duration = None,
+    requests: opt.Requests = None,
+    concurrency: opt.Concurrency = 16,
+    exempt: opt.Exempt = False,
+    max_error_rate: opt.MaxErrorRate = None,
+    max_p99: opt.MaxP99 = None,
+    seed: opt.Seed = None,
+) -> None:
+    """Send traffic to the API and summarise it: statuses, latency, cache hits, 429s.
+
+    A mixed read/write profile at --rate for --duration seconds (or --requests N): pages and
+    genre filters of GET /movies (repeated, so the cache hits), GET /movies/{id}, conditional
+    GETs (If-None-Match), and POST /movies/{id}/ratings with an Idempotency-Key (some sent twice).
+    WRITES: it rates films as users 2000000001-2000000100 (a range the demo data never uses;
+    rating again replaces the score); it never deletes anything. It is one client (this host)
+    and forges no header; it respects the rate limit (X-RateLimit-*), holding each route back
+    until its window resets, unless --exempt. --max-error-rate and --max-p99 make it a CI gate
+    (exit 11).
+    """
+    import sys
+
+    from movieops import load as load_module
+    from movieops import render
+
+    def operation(app: App) -> Any:
+        duration_s, count = load_module.validate(rate, duration, requests, concurrency)
+        load_module.validate_thresholds(max_error_rate, max_p99)
+        token = None
+        if exempt:
+            if app.attached:
+                raise UsageError(
+                    "--exempt is for a stack movieops runs (its exemption secret); an attached "
+                    "stack gets the rate limit",
+                    hint="drop --exempt, or drop --api-url/--redis-url",
+                )
+            from movieops import contract
+
+            token = app.cli_settings.contract_token or contract.read_token(app.state_dir)
+            if token is None:
+                raise UsageError(
+                    "--exempt: this stack has no exemption secret",
+                    hint="`movieops up` creates one; or drop --exempt",
+                )
+        api_url = app.endpoints().api_url
+        bound = f"{count} requests" if count is not None else f"{duration_s:g}s"
+        app.say(
+            f"load: {rate:g} req/s for {bound} against {api_url}; "
+            + (
+                "exempt from the rate limit"
+                if token
+                else "respecting the rate limit (each route waits for its window when its "
+                "budget is spent; --exempt for the full rate)"
+            )
+        )
+        options = load_module.LoadOptions(rate, duration_s, count, concurrency, token, seed)
+        if sys.stderr.isatty() and not app.json:
+            from rich.progress import Progress
+
+            with Progress(console=app.err, transient=True) as progress:
+                task = progress.add_task("load", total=count or duration_s)
+                summary = load_module.run_load(
+                    api_url,
+                    options,
+                    lambda done, seconds: progress.update(
+                        task, completed=done if count is not None else seconds
+                    ),
+                    app.say,
+                )
+        else:
+            summary = load_module.run_load(api_url, options, on_message=app.say)
+        failures = load_module.threshold_failures(summary, max_error_rate, max_p99)
+        if failures:
+            if not app.json:
+                render.print_load(app.out, summary)
+            raise ThresholdExceeded(
+                "threshold exceeded: " + "; ".join(failures),
+                hint="the summary shows statuses and latencies; `movieops top` while it runs",
+                data=summary,
+            )
+        return summary
+
+    run(ctx, "load", operation, lambda app, summary: render.print_load(app.out, summary))
 
 
 @command(cli)

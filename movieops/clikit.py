@@ -23,8 +23,9 @@ from movieops.output import dumps, envelope
 if TYPE_CHECKING:
     # Type names only: each of these pulls in pydantic, Redis, HTTP or a runtime, which
     # `--help` never needs. The code below imports them where it uses them.
+    from rich.console import RenderableType
+
     from app.config import Settings
-    from movieops import ratelimits
     from movieops.runtime import Endpoints, Runtime
     from movieops.settings import CliSettings
     from movieops.stack import ServiceProgress
@@ -290,19 +291,19 @@ def progress_display(app: App) -> Iterator[Callable[[list[ServiceProgress]], Non
     yield plain
 
 
-def show_snapshots(app: App, snapshots: Iterator[list[ratelimits.Counter]]) -> None:
-    """A live table on a terminal; else one table (or envelope) per snapshot."""
-    from movieops import render
-
+def show_snapshots(
+    app: App, command: str, snapshots: Iterator[T], view: Callable[[T], RenderableType]
+) -> None:
+    """A live view on a terminal; else one rendering (or envelope) per snapshot."""
     if sys.stdout.isatty() and not app.json:
         from rich.live import Live
 
         with Live(console=app.out, refresh_per_second=4) as live:
-            for counters in snapshots:
-                live.update(render.counters_table(counters))
+            for snapshot in snapshots:
+                live.update(view(snapshot))
         return
-    for counters in snapshots:
+    for snapshot in snapshots:
         if app.json:
-            print(dumps(envelope("rate-limits", counters)), flush=True)
+            print(dumps(envelope(command, snapshot)), flush=True)
         else:
-            app.out.print(render.counters_table(counters))
+            app.out.print(view(snapshot))

@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     JOB_TIMEOUT = 8  # waited for a job longer than --timeout
     NOT_RUNNING = 9  # the stack is not running, or an --api-url/--redis-url is unreachable
     ROLLED_BACK = 10  # swarm: the update failed and Swarm rolled the services back
+    THRESHOLD_EXCEEDED = 11  # load: the run broke --max-error-rate or --max-p99
 
 
 class MovieOpsError(Exception):
@@ -122,3 +123,10 @@ class NotRunning(MovieOpsError):
     code = "not_running"
     retryable = True
     default_next_command = "movieops up"
+
+
+class ThresholdExceeded(MovieOpsError):
+    """A load run broke one of its thresholds (--max-error-rate, --max-p99)."""
+
+    exit_code = ExitCode.THRESHOLD_EXCEEDED
+    code = "threshold_exceeded"

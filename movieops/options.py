@@ -93,3 +93,55 @@ SchemaTimeout = Annotated[
 RunTimeout = Annotated[
     float, typer.Option(min=1, help="Stop the run (exit 6) after this many seconds.")
 ]
+
+# --- top -------------------------------------------------------------------------------------
+TopInterval = Annotated[
+    float, typer.Option(min=0.2, max=60, help="Seconds between the two scrapes of each refresh.")
+]
+Once = Annotated[
+    bool,
+    typer.Option(
+        "--once",
+        help="One snapshot (two scrapes --interval apart), then exit; what happens anyway "
+        "without a terminal.",
+    ),
+]
+TopCount = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=10_000, help="Stop after this many snapshots (printed one by one in a pipe)."
+    ),
+]
+WorkerMetricsUrl = Annotated[
+    str | None,
+    typer.Option(help="Attach mode: the worker's metrics URL too (http://HOST:PORT/metrics)."),
+]
+
+# --- load ------------------------------------------------------------------------------------
+Rate = Annotated[float, typer.Option(help="Target requests per second (at most 1000).")]
+Duration = Annotated[
+    float | None,
+    typer.Option(
+        help="Seconds to run (at most 3600; default 10 unless --requests).", show_default=False
+    ),
+]
+Requests = Annotated[
+    int | None, typer.Option(help="Stop after this many requests instead (at most 1000000).")
+]
+Concurrency = Annotated[int, typer.Option(help="Requests in flight at most (1-256).")]
+Exempt = Annotated[
+    bool,
+    typer.Option(
+        "--exempt",
+        help="Send the stack's rate-limit exemption secret (a stack movieops runs) so the full "
+        "rate goes through; without it the run respects the limit.",
+    ),
+]
+MaxErrorRate = Annotated[
+    float | None,
+    typer.Option(help="Exit 11 if (5xx + no answer) / requests is above this (0-1)."),
+]
+MaxP99 = Annotated[
+    float | None, typer.Option(help="Exit 11 if the p99 latency is above this (ms).")
+]
+Seed = Annotated[int | None, typer.Option(help="Seed of the request mix, to repeat a run.")]

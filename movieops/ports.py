@@ -14,6 +14,13 @@ def port_of(url: str, default: int) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or default
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now at ``host`` (the kernel's choice)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def holder_of(port: int) -> str | None:
     """Who listens on a TCP port: 'name (pid N)', 'another process' when it can't be told, or
     None when the port is free."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     # Types only: the modules behind them (arq, Redis, HTTP) are the commands' to import.
@@ -15,10 +17,12 @@ if TYPE_CHECKING:
     from movieops.contract import ContractResult
     from movieops.errors import MovieOpsError
     from movieops.jobs import RefreshOutcome
+    from movieops.load import LoadSummary
     from movieops.probes import Probe
     from movieops.ratelimits import Counter
     from movieops.runtime import Check, ServiceState
     from movieops.stack import ServiceProgress, UpResult
+    from movieops.top import RedisView, TopSnapshot
 
 STATE_STYLE = {
     "running": "green",
@@ -238,3 +242,127 @@ def print_error(console: Console, error: MovieOpsError) -> None:
         console.print(f"hint: {error.hint}", highlight=False, soft_wrap=True)
     if error.next_command:
         console.print(f"next: {error.next_command}", highlight=False, soft_wrap=True)
+
+
+def _num(value: float | None, unit: str = "", digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def top_view(snapshot: TopSnapshot) -> Group:
+    """`movieops top`: the API processes, the workers, then Redis memory and keys."""
+    api = Table(
+        title=f"movieops top — over {snapshot.interval_seconds:g}s to "
+        f"{snapshot.taken_at.strftime('%H:%M:%S')} UTC",
+        title_justify="left",
+    )
+    for column in ("api", "state", "req/s", "p50", "p99", "5xx", "429", "cache hit", "note"):
+        api.add_column(column, justify="left" if column in {"api", "state", "note"} else "right")
+    workers = Table()
+    for column in ("worker", "state", "queue", "running", "jobs/s", "job p50", "job p99", "note"):
+        workers.add_column(
+            column, justify="left" if column in {"worker", "state", "note"} else "right"
+        )
+    for t in snapshot.targets:
+        style = "green" if t.state == "up" else "red"
+        state = f"[{style}]{t.state}[/{style}]"
+        note = "; ".join(filter(None, [t.note, t.detail]))[:80]
+        if t.service == "api":
+            a = t.api
+            cells = (
+                [
+                    _num(a.requests_per_second),
+                    _num(a.p50_ms, " ms"),
+                    _num(a.p99_ms, " ms"),
+                    _pct(a.error_ratio),
+                    _pct(a.limited_ratio),
+                    _pct(a.cache_hit_ratio),
+                ]
+                if a is not None
+                else ["-"] * 6
+            )
+            api.add_row(t.instance, state, *cells, note)
+        else:
+            w = t.worker
+            cells = (
+                [
+                    _num(w.queue_depth, digits=0),
+                    _num(w.running_jobs, digits=0),
+                    _num(w.jobs_per_second),
+                    _num(w.job_p50_ms, " ms"),
+                    _num(w.job_p99_ms, " ms"),
+                ]
+                if w is not None
+                else ["-"] * 5
+            )
+            workers.add_row(t.instance, state, *cells, note)
+    parts: list[Table | Text] = [api]
+    if workers.row_count:
+        parts.append(workers)
+    parts.append(Text.from_markup(redis_line(snapshot.redis)))  # no number highlighting
+    return Group(*parts)
+
+
+def redis_line(redis: RedisView) -> str:
+    """Redis memory and key counts on one line (≥N where SCAN stopped at its bound)."""
+    if redis.state != "up":
+        return f"redis: [red]down[/red] ({redis.detail})"
+    bound = "" if redis.complete else "≥"
+    keys = " ".join(f"{prefix}{bound}{n}" for prefix, n in redis.keys.items() if n)
+    maxmemory = redis.maxmemory_human if redis.maxmemory else "no limit"
+    return f"redis: memory {redis.used_memory_human} of {maxmemory}; {redis.total_keys} keys" + (
+        f" ({keys})" if keys else ""
+    )
+
+
+def print_load(console: Console, summary: LoadSummary) -> None:
+    """`movieops load`: what was sent, how it was answered, how fast."""
+    table = Table(
+        title=f"load on {summary.api_url}: {summary.requests} requests in {summary.seconds:g}s",
+        title_justify="left",
+        show_header=False,
+    )
+    table.add_column("what")
+    table.add_column("value")
+    statuses = ", ".join(f"{status}: {n}" for status, n in summary.statuses.items()) or "-"
+    errors = ", ".join(f"{error}: {n}" for error, n in summary.transport_errors.items())
+    lat = summary.latency_ms
+    cache = ", ".join(f"{k} {v}" for k, v in summary.cache.items())
+    rows = [
+        ("statuses", statuses),
+        ("no answer", errors or "0"),
+        ("error rate", f"{summary.error_rate:.2%} (5xx and no answer)"),
+        ("429s", str(summary.limited)),
+        (
+            "latency",
+            f"p50 {_num(lat.p50, ' ms')} · p90 {_num(lat.p90, ' ms')} · "
+            f"p99 {_num(lat.p99, ' ms')} · max {_num(lat.max, ' ms')}",
+        ),
+        ("cache hit ratio", _pct(summary.cache_hit_ratio) + (f" ({cache})" if cache else "")),
+        (
+            "throughput",
+            f"{summary.throughput_per_second:g} req/s (asked {summary.target_rate:g} req/s)",
+        ),
+        (
+            "writes",
+            f"{summary.ratings_written} rating(s) as users {summary.users}; "
+            f"{summary.replayed} idempotent replay(s)",
+        ),
+    ]
+    if summary.exempt:
+        rows.append(("rate limit", "exempt (the stack's exemption secret)"))
+    elif summary.rate_limit:
+        rows.append(
+            (
+                "rate limit",
+                f"respected: {summary.rate_limit}, at most ~"
+                f"{summary.rate_limit_ceiling_per_second:g} req/s; held back "
+                f"{summary.paced_seconds:g}s (--exempt for the full rate)",
+            )
+        )
+    for what, value in rows:
+        table.add_row(what, value)
+    console.print(table)

@@ -358,6 +358,49 @@ def _read_until(stream: IO[bytes], wanted: bytes, within: float) -> bytes:
     return seen
 
 
+def test_load_sends_fifty_requests_and_summarises_them(local: Cli) -> None:
+    """load --requests 50 --exempt --json: exactly 50 answered, no 5xx, no 429 (the stack's
+    exemption secret, which `up` made), some answers from the cache, ratings written."""
+    data = local.json("load", "--requests", "50", "--rate", "50", "--exempt", "--seed", "5")["data"]
+    assert data["requests"] == 50
+    assert sum(data["statuses"].values()) == 50
+    assert data["transport_errors"] == {}
+    assert (data["error_rate"], data["limited"]) == (0, 0)
+    assert data["exempt"] is True
+    assert data["cache"].get("HIT", 0) > 0
+    assert data["latency_ms"]["p50"] > 0
+    assert data["ratings_written"] > 0
+
+
+def test_top_sees_the_api_and_the_worker_while_load_runs(local: Cli) -> None:
+    """top --once --json while `movieops load` runs in another process: the API scraped at
+    its /metrics with a request rate above 0, the worker at the port `up` chose for it (the
+    URL status shows), Redis memory and keys. Needs the API's /metrics and the worker's
+    metrics endpoint (MOVIE_WORKER_METRICS_PORT)."""
+    load = subprocess.Popen(
+        [sys.executable, "-m", "movieops.cli", "--runtime", "local", "--project-dir",
+         str(local.project_dir), "load", "--duration", "8", "--rate", "20", "--exempt"],
+        env={**os.environ, **local.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        time.sleep(2)  # under way
+        data = local.json("top", "--once", "--interval", "2")["data"]
+    finally:
+        _, err = load.communicate(timeout=60)
+    assert load.returncode == 0, err
+    targets = {t["instance"]: t for t in data["targets"]}
+    assert set(targets) == {"api", "worker"}
+    assert all(t["state"] == "up" for t in targets.values()), targets
+    assert targets["api"]["api"]["requests_per_second"] > 0
+    assert targets["worker"]["worker"]["queue_depth"] is not None
+    services = {s["service"]: s for s in local.json("status")["data"]}
+    assert targets["worker"]["url"] == services["worker"]["url"]
+    assert data["redis"]["state"] == "up"
+    assert data["redis"]["keys"]["cache:"] > 0
+
+
 # --- failure classes -------------------------------------------------------------------------
 
 

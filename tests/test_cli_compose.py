@@ -127,6 +127,22 @@ def test_contract_against_the_containers(compose: Cli) -> None:
     assert Path(data["junit"]).is_file()
 
 
+def test_top_scrapes_each_container_at_its_own_address(compose: Cli) -> None:
+    """top --once --json on the compose runtime: the api and the worker containers scraped at
+    their addresses on the project's network (not through the published port), both up, and
+    Redis' memory and keys. Needs the API's /metrics and the worker's metrics endpoint
+    (compose: MOVIE_WORKER_METRICS_HOST=0.0.0.0, MOVIE_WORKER_METRICS_PORT=9101)."""
+    data = compose.json("top", "--once", "--interval", "1")["data"]
+    targets = {t["instance"]: t for t in data["targets"]}
+    assert set(targets) == {"api", "worker"}
+    assert all(t["state"] == "up" and t["note"] is None for t in targets.values()), targets
+    assert targets["api"]["url"].startswith("http://172.30.59.")
+    assert targets["api"]["url"].endswith(":8000/metrics")
+    assert targets["worker"]["url"].endswith(":9101/metrics")
+    assert data["redis"]["state"] == "up"
+    assert data["redis"]["maxmemory_human"] == "192.00M"
+
+
 def test_logs_of_a_service(compose: Cli) -> None:
     """Compose logs of one service, tailed."""
     lines = compose.json("logs", "worker", "--tail", "5")["data"]["lines"]
@@ -157,12 +173,19 @@ def test_up_with_three_replicas_behind_the_proxy(compose: Cli) -> None:
         ]
         assert statuses == [200] * 20 + [429] * 4
         lines = compose.json("logs", "api", "--tail", "200")["data"]["lines"]
+        # top scrapes every replica on its own; the 24 requests above went to several of them.
+        top = compose.json("top", "--once", "--interval", "1")["data"]
+        load = compose.json("load", "--requests", "30", "--rate", "30", "--exempt")["data"]
     finally:
         # `up` on a healthy stack is a no-op whatever its replicas: take this mode down (the
         # volumes stay) so the next test's `up` starts the single-API stack again.
         compose("down")
     served_by = {line.split("|")[0].strip() for line in lines if f"GET {path} " in line}
     assert len(served_by) >= 2, served_by
+    targets = {t["instance"]: t["state"] for t in top["targets"]}
+    assert targets == {"api-1": "up", "api-2": "up", "api-3": "up", "worker": "up"}
+    # load through the proxy: one client (the proxy passes this host's address), exempt.
+    assert (load["requests"], load["limited"], load["error_rate"]) == (30, 0, 0)
 
 
 def test_a_failing_service_is_reported_with_its_bundle(

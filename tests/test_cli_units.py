@@ -18,7 +18,14 @@ from movieops.embedded import VALKEY_MAXMEMORY, valkey_launch
 from movieops.errors import ExitCode, JobTimeout, MovieOpsError, NotRunning, UsageError
 from movieops.jobs import show_job
 from movieops.output import envelope, jsonable
-from movieops.runtime.compose import compose_env, parse_ps
+from movieops.runtime import MetricsTarget
+from movieops.runtime.compose import (
+    compose_env,
+    container_address,
+    parse_ps,
+    reachable,
+    targets_or_published,
+)
 from movieops.runtime.local import (
     LocalLayout,
     LocalRuntime,
@@ -112,6 +119,89 @@ def test_supervisord_config_runs_three_programs_bound_to_loopback(tmp_path: Path
     assert "autorestart=true" in text
     no_redis = supervisord_config(LocalLayout(tmp_path), tmp_path, "/py", None, {})
     assert "[program:valkey]" not in no_redis
+
+
+def test_only_the_worker_gets_its_metrics_port(tmp_path: Path) -> None:
+    """Program-specific variables reach that program alone; the shared ones reach all."""
+    text = supervisord_config(
+        LocalLayout(tmp_path),
+        tmp_path,
+        "/py",
+        None,
+        {"SHARED": "1"},
+        {"worker": {"MOVIE_WORKER_METRICS_PORT": "9555"}},
+    )
+    api, worker = text.split("[program:api]")[1].split("[program:worker]")
+    assert 'SHARED="1"' in api
+    assert "MOVIE_WORKER_METRICS_PORT" not in api
+    assert 'MOVIE_WORKER_METRICS_PORT="9555"' in worker
+    assert 'SHARED="1"' in worker
+
+
+def test_local_metrics_targets_are_the_api_and_the_port_up_chose(tmp_path: Path) -> None:
+    """The API's /metrics on MOVIE_PORT; the worker's on the free port `up` picked and wrote
+    down (none before any `up`), which status shows as the worker's URL."""
+    settings = Settings(port=8123, _env_file=None)
+    runtime = LocalRuntime(settings, tmp_path / "state", tmp_path)
+    api = MetricsTarget("api", "api", "http://127.0.0.1:8123/metrics")
+    assert runtime.metrics_targets() == [api]
+    (tmp_path / "state").mkdir()
+    chosen = runtime._worker_metrics_environment()
+    assert chosen["MOVIE_WORKER_METRICS_HOST"] == "127.0.0.1"
+    port = int(chosen["MOVIE_WORKER_METRICS_PORT"])
+    assert port > 0
+    worker = MetricsTarget("worker", "worker", f"http://127.0.0.1:{port}/metrics")
+    assert runtime.metrics_targets() == [api, worker]
+    fixed = LocalRuntime(
+        Settings(worker_metrics_port=9777, _env_file=None), tmp_path / "s", tmp_path
+    )
+    (tmp_path / "s").mkdir()
+    assert fixed._worker_metrics_environment()["MOVIE_WORKER_METRICS_PORT"] == "9777"
+
+
+def test_a_containers_address_comes_from_its_network() -> None:
+    """docker inspect's networks: the first with an address; none: None."""
+
+    class Network:
+        def __init__(self, ip_address: str) -> None:
+            self.ip_address = ip_address
+
+    assert container_address({"p_backend": Network("172.30.59.4")}) == "172.30.59.4"
+    assert container_address({"p_backend": Network("")}) is None
+    assert container_address(None) is None
+
+
+def test_unreachable_container_addresses_fall_back_to_the_published_port() -> None:
+    """Every container when the host reaches the first API one; else the published API port,
+    marked, as the one target (no worker: it is not published)."""
+    containers = [
+        MetricsTarget("api", "api-1", "http://172.30.59.3:8000/metrics"),
+        MetricsTarget("api", "api-2", "http://172.30.59.4:8000/metrics"),
+        MetricsTarget("worker", "worker", "http://172.30.59.5:9101/metrics"),
+    ]
+    published = "http://127.0.0.1:8000/metrics"
+    asked: list[tuple[str, int]] = []
+
+    def reach(host: str, port: int) -> bool:
+        asked.append((host, port))
+        return True
+
+    assert targets_or_published(containers, reach, published) == containers
+    assert asked == [("172.30.59.3", 8000)]
+    fallback = targets_or_published(containers, lambda host, port: False, published)
+    assert fallback == [MetricsTarget("api", "api", published, note="via published port")]
+    assert targets_or_published([], reach, published) == fallback
+
+
+def test_reachable_is_whether_a_tcp_connection_opens() -> None:
+    """A listening socket is reachable; a port nobody listens on is not (no exception)."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert reachable("127.0.0.1", listener.getsockname()[1])
+    assert not reachable("127.0.0.1", free_port())
 
 
 def test_valkey_launch_is_one_config_file_with_auth_and_a_no_eviction_memory_cap(

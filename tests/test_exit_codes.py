@@ -40,6 +40,7 @@ MEANINGS = {
     ExitCode.JOB_TIMEOUT: "waited too long for a job",
     ExitCode.NOT_RUNNING: "not running",
     ExitCode.ROLLED_BACK: "rolled back",
+    ExitCode.THRESHOLD_EXCEEDED: "threshold exceeded",
 }
 
 
@@ -60,16 +61,16 @@ def test_exit_codes_have_no_aliases() -> None:
 
 
 def test_the_readme_table_is_the_exit_code_enum() -> None:
-    """Codes 0-10, each with the meaning its ExitCode member names."""
+    """Codes 0-11, each with the meaning its ExitCode member names."""
     table = _readme_exit_codes()
-    assert sorted(table) == [code.value for code in ExitCode] == list(range(11))
+    assert sorted(table) == [code.value for code in ExitCode] == list(range(12))
     for code in ExitCode:
         assert table[code].startswith(MEANINGS[code]), (code, table[code])
 
 
 def test_each_error_class_exits_with_its_own_documented_code() -> None:
     """Each error of the tree maps to one documented code; together they cover every failure
-    code (1-9), and ExitCode.OK is no error's code."""
+    code (1-11), and ExitCode.OK is no error's code."""
     classes = [
         value
         for value in vars(errors).values()
@@ -89,6 +90,7 @@ def test_each_error_class_exits_with_its_own_documented_code() -> None:
         "JobFailed": (ExitCode.JOB_FAILED, "job_failed"),
         "JobTimeout": (ExitCode.JOB_TIMEOUT, "job_timeout"),
         "NotRunning": (ExitCode.NOT_RUNNING, "not_running"),
+        "ThresholdExceeded": (ExitCode.THRESHOLD_EXCEEDED, "threshold_exceeded"),
     }
     assert {cls.__name__: (cls.exit_code, cls.code) for cls in classes} == expected
 
@@ -268,3 +270,15 @@ def test_an_unknown_job_exits_9(tmp_path: Path, flushed: str, nowhere: str) -> N
     )  # fmt: skip
     assert _error(document) == "not_running"
     assert document["error"]["message"].startswith("no job refresh:424242")
+
+
+def test_a_load_run_over_its_threshold_exits_11(tmp_path: Path) -> None:
+    """11: `load --max-p99` below what any request over HTTP takes."""
+    server = ThreadedServer(_failing_api())
+    with server.running():
+        document = Cli(tmp_path, {}).json(
+            "--api-url", server.url, "load", "--requests", "3", "--max-p99", "0.0001",
+            code=ExitCode.THRESHOLD_EXCEEDED,
+        )  # fmt: skip
+    assert _error(document) == "threshold_exceeded"
+    assert document["data"]["requests"] == 3

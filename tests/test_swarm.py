@@ -237,6 +237,19 @@ def test_operations_work_against_the_swarm_stack(stack: Cli) -> None:
     assert "api-" in logs.stdout
 
 
+def test_top_scrapes_every_task_on_the_gateway_bridge(stack: Cli) -> None:
+    """top --once --json: each of the three API tasks and the worker scraped at its container's
+    address on docker_gwbridge (nothing but the proxy is published), all up, named as status
+    names them. Needs the API's /metrics and the worker's metrics endpoint (port 9101, on
+    0.0.0.0 in the containers)."""
+    data = stack.json("top", "--once", "--interval", "1")["data"]
+    targets = {t["instance"]: t for t in data["targets"]}
+    assert set(targets) == {"api-1", "api-2", "api-3", "worker"}
+    assert all(t["state"] == "up" for t in targets.values()), targets
+    assert not any(t["url"].startswith("http://127.0.0.1") for t in targets.values())
+    assert data["redis"]["state"] == "up"
+
+
 def test_contract_passes_against_the_swarm_stack(stack: Cli) -> None:
     """Schemathesis against the stack's own API, through the proxy and the replicas."""
     data = stack.json("contract", "--live", "--max-examples", "5", "--workers", "1")["data"]

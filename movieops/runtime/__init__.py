@@ -50,6 +50,16 @@ class ServiceState:
 
 
 @dataclass(frozen=True)
+class MetricsTarget:
+    """Where one process's Prometheus metrics can be read from this host."""
+
+    service: str  # api or worker
+    instance: str  # api, api-2, worker … (as status names it)
+    url: str  # http://…/metrics
+    note: str | None = None  # e.g. "via published port" when container addresses are unreachable
+
+
+@dataclass(frozen=True)
 class Check:
     """One preflight check and its one-line fix."""
 
@@ -118,6 +128,10 @@ class Runtime(Protocol):
 
     def versions(self) -> dict[str, str]:
         """Versions of the runtime's tools (for failure bundles)."""
+        ...
+
+    def metrics_targets(self) -> list[MetricsTarget]:
+        """Where each API and worker process serves its metrics, reachable from this host."""
         ...
 
     def rollout_failure(self) -> tuple[str, str] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from python_on_whales.utils import run
 
 from movieops.errors import DockerUnavailable, PreflightFailed, Unhealthy
 from movieops.ports import held_by_stack, holder_of, port_check
-from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
+from movieops.runtime import Check, Endpoints, MetricsTarget, ServiceState, UpOptions
 from movieops.secrets import ensure_secret, private_dir, redact_url, write_private
 from movieops.whales import (
     COMPOSE_FILE,
@@ -41,6 +42,10 @@ DEFAULT_POSTGRES_PORT = 5432
 DEFAULT_PROMETHEUS_PORT = 9090
 MONITORING_SERVICES = ("prometheus", "redis-exporter")
 ONE_SHOT = frozenset({"migrate"})
+# Where each process serves its metrics inside its container (the API on its own port; the
+# worker on MOVIE_WORKER_METRICS_PORT, which compose.yaml sets to 9101).
+METRICS_PORTS = {"api": 8000, "worker": 9101}
+REACH_TIMEOUT_SECONDS = 1.0
 """Services that run to completion: exited 0 is their healthy end ("done"), else "failed"."""
 
 
@@ -110,6 +115,37 @@ def service_state(row: dict[str, Any]) -> str:
     if row.get("Service") in ONE_SHOT and state == "exited":
         return "done" if int(row.get("ExitCode") or 0) == 0 else "failed"
     return state
+
+
+def container_address(networks: dict[str, Any] | None) -> str | None:
+    """A container's IPv4 address on its (first) network, from `docker inspect`."""
+    for network in (networks or {}).values():
+        address = getattr(network, "ip_address", None)
+        if address:
+            return str(address)
+    return None
+
+
+def reachable(address: str, port: int, timeout: float = REACH_TIMEOUT_SECONDS) -> bool:
+    """Whether a TCP connection to address:port opens from this host."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def targets_or_published(
+    targets: list[MetricsTarget],
+    reach: Callable[[str, int], bool],
+    published: str,
+) -> list[MetricsTarget]:
+    """The containers' own targets when this host reaches the first API container, else the
+    published API port as the one target, marked "via published port" (Docker Desktop)."""
+    first = next((t for t in targets if t.service == "api"), None)
+    if first is not None and reach(*_host_port(first.url)):
+        return targets
+    return [MetricsTarget("api", "api", published, note="via published port")]
 
 
 class ComposeRuntime:
@@ -460,6 +496,39 @@ class ComposeRuntime:
         except DockerException as exc:
             raise PreflightFailed(_first_line(exc)) from None
 
+    def metrics_targets(self) -> list[MetricsTarget]:
+        """Every api and worker container at its address on the project's network (Linux hosts
+        reach container addresses). Where they cannot be reached (Docker Desktop), the published
+        API port is the one target, marked "via published port"."""
+        rows = [
+            r
+            for r in self._ps_rows()
+            if r.get("Service") in METRICS_PORTS and r.get("State") == "running"
+        ]
+        per_service = Counter(str(r["Service"]) for r in rows)
+        targets: list[MetricsTarget] = []
+        if rows:
+            containers = DockerClient().container.inspect([r["Name"] for r in rows])
+            addresses = {c.name: container_address(c.network_settings.networks) for c in containers}
+            for row in sorted(rows, key=lambda r: (self._order(r["Service"]), r["Name"])):
+                service, name = str(row["Service"]), str(row["Name"])
+                address = addresses.get(name)
+                if address is None:
+                    continue
+                instance = (
+                    service if per_service[service] == 1 else f"{service}-{name.rsplit('-', 1)[-1]}"
+                )
+                port = METRICS_PORTS[service]
+                targets.append(MetricsTarget(service, instance, f"http://{address}:{port}/metrics"))
+        return targets_or_published(targets, reachable, f"http://127.0.0.1:{self.api_port}/metrics")
+
     def rollout_failure(self) -> tuple[str, str] | None:
         """Never: this runtime has no rolling updates to abandon."""
         return None
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80

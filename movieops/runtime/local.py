@@ -28,9 +28,9 @@ from urllib.parse import quote, unquote, urlsplit
 import psutil
 
 from movieops.errors import NotRunning, PreflightFailed
-from movieops.ports import held_by_stack, holder_of, port_check, port_of
+from movieops.ports import free_port, held_by_stack, holder_of, port_check, port_of
 from movieops.preflight import database_check, sqlite_path, with_database
-from movieops.runtime import Check, Endpoints, ServiceState, UpOptions
+from movieops.runtime import Check, Endpoints, MetricsTarget, ServiceState, UpOptions
 from movieops.secrets import (
     ensure_secret,
     private_dir,
@@ -103,6 +103,11 @@ class LocalLayout:
         """The embedded Redis's generated password (0600), unless MOVIE_REDIS_URL has one."""
         return self.state_dir / "redis.password"
 
+    @property
+    def worker_metrics_port(self) -> Path:
+        """The port the worker serves its metrics on (chosen by `up`, read by `top`)."""
+        return self.state_dir / "worker-metrics.port"
+
     def log_file(self, service: str) -> Path:
         """A service's log file."""
         return self.logs / f"{PROGRAM.get(service, service)}.log"
@@ -171,14 +176,17 @@ def supervisord_config(
     python: str,
     valkey: ValkeyLaunch | None,
     environment: dict[str, str],
+    program_environment: dict[str, dict[str, str]] | None = None,
 ) -> str:
     """The supervisord.conf text (pure: paths and values in, text out).
 
-    It holds secrets (the environment carries the Redis URL with its password): write it 0600.
-    The valkey program's command line names its config file only, never the password.
+    Every program gets ``environment``, plus its own entries of ``program_environment``
+    (the worker's metrics port). It holds secrets (the environment carries the Redis URL with
+    its password): write it 0600. The valkey program's command line names its config file only,
+    never the password.
     """
     state = layout.state_dir.resolve()
-    env = ",".join(f"{k}={_quote(v)}" for k, v in sorted(environment.items()))
+    extra = program_environment or {}
     sections = [
         f"""[unix_http_server]
 file={state / "supervisor.sock"}
@@ -206,6 +214,8 @@ serverurl=unix://{state / "supervisor.sock"}
     programs.append(("api", _command([python, "-m", "app"]), 20))
     programs.append(("worker", _command([python, "-m", "app.worker"]), 30))
     for name, command, priority in programs:
+        values = {**environment, **extra.get(name, {})}
+        env = ",".join(f"{k}={_quote(v)}" for k, v in sorted(values.items()))
         sections.append(
             f"""[program:{name}]
 command={command}
@@ -388,7 +398,14 @@ class LocalRuntime:
         self._migrate(environment)
         write_private(
             self.layout.conf,
-            supervisord_config(self.layout, self.project_dir, sys.executable, valkey, environment),
+            supervisord_config(
+                self.layout,
+                self.project_dir,
+                sys.executable,
+                valkey,
+                environment,
+                {"worker": self._worker_metrics_environment()},
+            ),
         )
         result = subprocess.run(  # noqa: S603 - our own interpreter and config
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.layout.conf)],
@@ -408,6 +425,36 @@ class LocalRuntime:
             interval=0.05,
             error=lambda: PreflightFailed("supervisord started but its socket never appeared"),
         )
+
+    def _worker_metrics_environment(self) -> dict[str, str]:
+        """The worker's metrics endpoint: MOVIE_WORKER_METRICS_PORT if set, else a free port on
+        127.0.0.1, remembered in the state directory for `top` and `status`."""
+        host = self.settings.worker_metrics_host
+        port = self.settings.worker_metrics_port or free_port(
+            "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
+        )
+        self.layout.worker_metrics_port.write_text(f"{port}\n")
+        return {"MOVIE_WORKER_METRICS_HOST": host, "MOVIE_WORKER_METRICS_PORT": str(port)}
+
+    def worker_metrics_url(self) -> str | None:
+        """Where the worker serves its metrics, as `up` chose it (None before any `up`)."""
+        try:
+            port = int(self.layout.worker_metrics_port.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        host = self.settings.worker_metrics_host
+        host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/metrics"
+
+    def metrics_targets(self) -> list[MetricsTarget]:
+        """The API's /metrics and the worker's own endpoint (the port `up` chose)."""
+        targets = [MetricsTarget("api", "api", f"{self.endpoints().api_url}/metrics")]
+        worker = self.worker_metrics_url()
+        if worker is not None:
+            targets.append(MetricsTarget("worker", "worker", worker))
+        return targets
 
     def _migrate(self, environment: dict[str, str]) -> None:
         """The deploy's migration step, once, before the API and the worker start."""
@@ -434,6 +481,7 @@ class LocalRuntime:
             with contextlib.suppress(TimeoutError):  # gone or not, report what was asked
                 wait_until(lambda: _exited(pid) or None, within=30, interval=0.1)
             done.append("stopped redis, api and worker")
+        self.layout.worker_metrics_port.unlink(missing_ok=True)  # the next `up` picks again
         done.extend(self.clear_stale_state())
         if volumes:
             if self.layout.valkey_dir.exists():
@@ -452,6 +500,9 @@ class LocalRuntime:
         """State, restarts and uptime of each service from supervisord."""
         endpoints = self.endpoints()
         urls = {"api": endpoints.api_url, "redis": redact_url(endpoints.redis_url)}
+        worker_metrics = self.worker_metrics_url()
+        if worker_metrics is not None:
+            urls["worker"] = worker_metrics
         if self.supervisord_pid() is None:
             return [ServiceState(s, "stopped", url=urls.get(s)) for s in self.services]
         try:
