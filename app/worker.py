@@ -413,7 +413,7 @@ def serve(settings: Settings) -> None:
 def main() -> int:
     """Entry point: settings once, then serve."""
     settings = load_settings_or_exit()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         require_schema(settings)
         serve(settings)

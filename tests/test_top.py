@@ -12,7 +12,7 @@ from movieops import metrics, render, top
 from movieops.runtime import MetricsTarget
 from tests.clihelp import SCHEMA, Cli
 from tests.support import ValkeyProcess, free_port
-from tests.test_metrics import api_text
+from tests.test_cli_metrics import api_text
 
 TARGET = MetricsTarget("api", "api-2", "http://10.0.0.2:8000/metrics")
 
