@@ -14,10 +14,10 @@ run's task), and arq's own steps fill it in as they happen:
 ``WorkerMetrics.observe`` then counts the run once, with arq's own verdict: a timeout or an abort
 is a failure, a ``Retry`` or a shutdown that cancels the job is a retry.
 
-The endpoint (``MetricsEndpoint``) is an asyncio server on the worker's own event loop: it reads
-the queue depth and cron timestamps through the worker's Redis pool at scrape time, lives and
-dies with the worker, and needs no thread. Only ``GET /metrics`` (and ``HEAD``) is answered;
-every request is bounded (head size, time, concurrent connections) and its connection closed.
+The endpoint (``MetricsEndpoint``) is uvicorn serving a one-route Starlette app on the worker's
+own event loop: it reads the queue depth and cron timestamps through the worker's Redis pool at
+scrape time, lives and dies with the worker, and needs no thread. Only ``GET /metrics`` (and
+``HEAD``) is answered; every request is bounded (head size and time, concurrent connections).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import contextlib
 import functools
 import logging
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -35,6 +36,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import uvicorn
 from arq import Retry
 from arq.typing import WorkerCoroutine
 from prometheus_client import (
@@ -52,8 +54,13 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from app.constants import REQUEST_ID_KWARG
+from app.httpbounds import header_timeout_protocol
 from app.requestid import accept_request_id, bound_request_id, new_request_id
 
 log = logging.getLogger("app.worker.metrics")
@@ -65,7 +72,6 @@ UNKNOWN_FUNCTION = "unknown"
 # How long a scrape waits for Redis (queue depth, cron timestamps) before answering without them.
 SCRAPE_REDIS_TIMEOUT_SECONDS = 1.0
 # The endpoint's bounds: a request head, the time to send it, connections served at once.
-MAX_REQUEST_HEAD_BYTES = 8_192
 REQUEST_TIMEOUT_SECONDS = 5.0
 MAX_CONNECTIONS = 8
 
@@ -319,11 +325,17 @@ class MetricsEndpointError(Exception):
     """The endpoint could not listen (deliberately not an OSError: nothing retries it)."""
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
-
-
 class MetricsEndpoint:
-    """``GET /metrics`` on ``host:port``, served on the running event loop."""
+    """``GET /metrics`` (and ``HEAD``) on ``host:port``: a one-route Starlette app under
+    uvicorn, on the worker's own event loop (no thread, no second Redis client).
+
+    uvicorn does the HTTP: other paths get 404, other methods 405 with ``Allow``, a malformed
+    request 400. Bounds: a request head must be complete within ``REQUEST_TIMEOUT_SECONDS`` and
+    under ``MAX_HEADER_BYTES`` (``app.httpbounds``, as for the API), at most
+    ``MAX_CONNECTIONS`` connections are served at once (uvicorn answers 503 beyond).
+    The socket is bound here, so a port in use is one :class:`MetricsEndpointError`; uvicorn
+    handles no signals (arq does) and logs nothing of its own (no access log).
+    """
 
     def __init__(
         self,
@@ -336,67 +348,50 @@ class MetricsEndpoint:
         self.before_scrape = before_scrape
         self.host = host
         self.port = port
-        self._server: asyncio.Server | None = None
-        self._connections = 0
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
+
+    def asgi_app(self) -> Starlette:
+        """The endpoint's application: ``/metrics`` only."""
+
+        async def serve_metrics(_request: Request) -> Response:
+            await self.before_scrape()
+            return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+        return Starlette(routes=[Route("/metrics", serve_metrics, methods=["GET"])])
 
     async def start(self) -> None:
         """Listen; a port in use (or any address that cannot be bound) is one clear error."""
         try:
-            self._server = await asyncio.start_server(
-                self._serve, self.host, self.port, limit=MAX_REQUEST_HEAD_BYTES
-            )
+            sock = socket.create_server((self.host, self.port), reuse_port=False)
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise MetricsEndpointError(
                 f"the worker's metrics endpoint cannot listen on {self.host}:{self.port}: "
                 f"{reason} (MOVIE_WORKER_METRICS_HOST / MOVIE_WORKER_METRICS_PORT; 0 serves none)"
             ) from None
+        config = uvicorn.Config(
+            self.asgi_app(),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            http=header_timeout_protocol(REQUEST_TIMEOUT_SECONDS),
+            # uvicorn counts the new connection too: one more lets MAX_CONNECTIONS be served.
+            limit_concurrency=MAX_CONNECTIONS + 1,
+            timeout_keep_alive=int(REQUEST_TIMEOUT_SECONDS),
+            timeout_graceful_shutdown=1,
+        )
+        server = uvicorn.Server(config)
+        config.load()
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        self._server, self._socket = server, sock
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
 
     async def close(self) -> None:
-        """Stop listening."""
+        """Stop listening and let the connections being answered finish (at most 1 s)."""
         server, self._server = self._server, None
         if server is not None:
-            server.close()
-            await server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._connections >= MAX_CONNECTIONS:
-            writer.close()
-            return
-        self._connections += 1
-        try:
-            async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
-                head = await reader.readuntil(b"\r\n\r\n")
-                status, body, extra = await self._answer(head.split(b"\r\n", 1)[0])
-                lines = [
-                    f"HTTP/1.1 {status} {_REASONS[status]}",
-                    f"Content-Type: {CONTENT_TYPE_PLAIN_0_0_4 if status == 200 else 'text/plain'}",
-                    f"Content-Length: {len(body)}",
-                    "Connection: close",
-                    *extra,
-                ]
-                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-                if not head.startswith(b"HEAD "):
-                    writer.write(body)
-                await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-            pass  # a slow, oversized or vanished client: its connection is closed, nothing else
-        finally:
-            self._connections -= 1
-            writer.close()
-            with contextlib.suppress(OSError, TimeoutError):
-                async with asyncio.timeout(1):
-                    await writer.wait_closed()
-
-    async def _answer(self, request_line: bytes) -> tuple[int, bytes, list[str]]:
-        parts = request_line.split(b" ")
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-            return 400, b"bad request\n", []
-        method, target = parts[0], parts[1]
-        if target.split(b"?", 1)[0] != b"/metrics":
-            return 404, b"not found: the worker serves GET /metrics only\n", []
-        if method not in (b"GET", b"HEAD"):
-            return 405, b"method not allowed\n", ["Allow: GET, HEAD"]
-        await self.before_scrape()
-        return 200, self.metrics.exposition(), []
+            await server.shutdown(sockets=[self._socket] if self._socket else None)

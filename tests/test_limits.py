@@ -17,9 +17,10 @@ from starlette.types import Message
 
 from app.bodylimit import BodyLimitMiddleware, declared_length
 from app.config import Settings
+from app.httpbounds import MAX_HEADER_BYTES
 from app.main import create_app
 from app.responses import ECHO_LIMIT, MAX_REPORTED_ERRORS, bounded_errors, errors
-from app.server import MAX_HEADER_BYTES, uvicorn_limits
+from app.server import uvicorn_limits
 from tests.support import ThreadedServer
 
 MOVIE = {"title": "Heat", "year": 1995, "genres": ["Crime"]}
