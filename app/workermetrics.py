@@ -252,9 +252,12 @@ class WorkerMetrics:
         )
         self.heartbeat = Gauge(
             "movie_worker_heartbeat_timestamp_seconds",
-            "Unix time of the worker's last heartbeat.",
+            "Unix time of the worker's last heartbeat (its start, until the first one).",
             registry=self.registry,
         )
+        # Never 0 (1970: "stale for decades" to an alert rule): a worker that has not written
+        # its first heartbeat yet is as fresh as its start, and goes stale from there.
+        self.heartbeat.set_to_current_time()
         self.scrape_time = _ScrapeTimeCollector()
         self.registry.register(self.scrape_time)
 

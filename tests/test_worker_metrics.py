@@ -161,7 +161,16 @@ async def test_jobs_are_counted_by_function_and_outcome_with_arqs_own_verdict(
     assert after[("movie_worker_redis_up", ())] == 1
     heartbeat = after[("movie_worker_heartbeat_timestamp_seconds", ())]
     assert time.time() - 60 < heartbeat <= time.time()
+    assert heartbeat == pytest.approx(worker._last_health_check)  # the heartbeat arq wrote
     assert ("process_resident_memory_bytes", ()) in after  # the standard collectors too
+
+
+def test_the_heartbeat_is_the_start_time_until_the_first_one() -> None:
+    """Never 0 (an alert would read a 1970 heartbeat as stale for decades): a fresh worker's
+    heartbeat age counts from its start."""
+    started = time.time()
+    samples = parse(WorkerMetrics().exposition().decode())
+    assert started <= samples[("movie_worker_heartbeat_timestamp_seconds", ())] <= time.time()
 
 
 async def test_a_job_for_an_unknown_function_fails_under_a_bounded_label(
