@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
@@ -528,7 +529,5 @@ class ComposeRuntime:
 
 
 def _host_port(url: str) -> tuple[str, int]:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     return parts.hostname or "127.0.0.1", parts.port or 80
