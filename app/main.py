@@ -27,7 +27,7 @@ from app.deps import Services
 from app.idempotency import IdempotencyMiddleware
 from app.identity import IdentityMiddleware
 from app.logs import configure_logging
-from app.metrics import METRICS_PATH, ApiMetrics, MetricsMiddleware, metrics_endpoint
+from app.metrics import METRICS_PATH, ApiMetrics, metrics_endpoint
 from app.ratelimit import EXEMPT_PATHS, RateLimiter, RateLimitMiddleware, RouteTemplates
 from app.redisguard import RedisGuard
 from app.requestid import RequestIdMiddleware
@@ -119,7 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # One route matcher for every layer that names the route (matched once per request).
     templates = RouteTemplates(app.router.routes)
-    metrics = ApiMetrics() if settings.metrics_enabled else None
+    metrics = ApiMetrics(templates) if settings.metrics_enabled else None
     exempt_paths = EXEMPT_PATHS
     if metrics is not None:
         app.state.metrics = metrics
@@ -133,7 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         exempt_paths = EXEMPT_PATHS | {METRICS_PATH}
 
-    # Outermost last: request id -> metrics -> body limit -> identity -> access log ->
+    # Outermost last: request id (and metrics) -> body limit -> identity -> access log ->
     # rate limit -> idempotency -> routes.
     app.add_middleware(
         IdempotencyMiddleware,
@@ -165,11 +165,9 @@ def create_app(settings: Settings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         body_timeout_seconds=settings.body_timeout_seconds,
     )
-    if metrics is not None:
-        # Outside the body limits, so their refusals are counted and timed too.
-        app.add_middleware(MetricsMiddleware, metrics=metrics, templates=templates)
-    # Outermost of all: every answer, a 413 or an unhandled error's 500 included, has its id.
-    app.add_middleware(RequestIdMiddleware)
+    # Outermost of all: every answer, a 413 or an unhandled error's 500 included, has its id,
+    # and is counted in the metrics (when on) from here, so they cost no layer of their own.
+    app.add_middleware(RequestIdMiddleware, observer=metrics)
     return app
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Final
 
 from prometheus_client import (
@@ -32,7 +32,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from app.constants import CACHE_STATUS_HEADER, UNMATCHED_ROUTE_TEMPLATE
 from app.ratelimit import RouteTemplates
@@ -79,7 +79,8 @@ ReadinessProbe = Callable[[], Awaitable[Mapping[str, bool]]]
 class ApiMetrics:
     """The API process's metrics, in a registry of their own."""
 
-    def __init__(self) -> None:
+    def __init__(self, templates: RouteTemplates | None = None) -> None:
+        self.templates = templates
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -165,6 +166,35 @@ class ApiMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def request_started(self) -> None:
+        """One more request in progress (``app.requestid.RequestIdMiddleware`` calls this)."""
+        self.active += 1
+
+    def request_finished(
+        self,
+        scope: Scope,
+        status: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        seconds: float,
+    ) -> None:
+        """Count one answered request: by method, route template and status, its duration,
+        and the cache outcome of a cached GET (its ``X-Cache`` header, or a 304).
+
+        Called by the outermost layer (``RequestIdMiddleware``) once the answer is sent, so a
+        body-limit refusal, a cache hit answered before routing and an unhandled error's 500
+        are all counted; no layer of its own wraps the request for it.
+        """
+        self.active -= 1
+        route = self.templates.template_for(scope) if self.templates else UNMATCHED_ROUTE_TEMPLATE
+        self.observe(scope["method"], route, status, seconds)
+        if status == 200 or status == 304:
+            for name, value in headers:
+                if name == _CACHE_HEADER:
+                    outcome = "not_modified" if status == 304 else _CACHE_OUTCOME_OF.get(value)
+                    if outcome is not None:
+                        self.cache[outcome].inc()
+                    break
+
     def watch_breaker(self, is_open: Callable[[], bool]) -> None:
         """Read the breaker's state at scrape time."""
         self.redis_breaker_open.set_function(lambda: 1.0 if is_open() else 0.0)
@@ -192,52 +222,6 @@ class ApiMetrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus text format 0.0.4."""
         return generate_latest(self.registry)
-
-
-class MetricsMiddleware:
-    """Pure ASGI: counts every HTTP request by method, route template and status, its
-    duration, the requests in progress, and the cache outcome of the cached GETs.
-
-    It runs outside the body limits, so their 413s and 408s are counted too, and outside the
-    rate limiter, so a cache hit answered there (before routing) is counted like any other.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics, templates: RouteTemplates) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.templates = templates
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        metrics = self.metrics
-        started = time.perf_counter()
-        status = 500
-        cache_outcome: str | None = None
-
-        async def send_and_watch(message: Message) -> None:
-            nonlocal status, cache_outcome
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if status == 200 or status == 304:
-                    for name, value in message.get("headers", ()):
-                        if name == _CACHE_HEADER:
-                            cache_outcome = (
-                                "not_modified" if status == 304 else _CACHE_OUTCOME_OF.get(value)
-                            )
-                            break
-            await send(message)
-
-        metrics.active += 1
-        try:
-            await self.app(scope, receive, send_and_watch)
-        finally:
-            metrics.active -= 1
-            route = self.templates.template_for(scope)
-            metrics.observe(scope["method"], route, status, time.perf_counter() - started)
-            if cache_outcome is not None:
-                metrics.cache[cache_outcome].inc()
 
 
 def metrics_endpoint(

@@ -11,9 +11,11 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,6 +60,18 @@ _HEADER = REQUEST_ID_HEADER.lower().encode()
 _INTERNAL_ERROR = "Internal Server Error"
 
 
+class RequestObserver(Protocol):
+    """What watches every request from the outermost layer (``app.metrics.ApiMetrics``)."""
+
+    def request_started(self) -> None:
+        """A request arrived."""
+
+    def request_finished(
+        self, scope: Scope, status: int, headers: Iterable[tuple[bytes, bytes]], seconds: float
+    ) -> None:
+        """Its answer (status and headers) was sent, ``seconds`` after it arrived."""
+
+
 class RequestIdMiddleware:
     """Pure ASGI, the outermost layer: every response carries ``X-Request-ID``.
 
@@ -67,10 +81,14 @@ class RequestIdMiddleware:
 
     An exception no inner layer answered becomes a JSON 500 with the id, logged here (with the
     id) instead of by the server, which would log it after the id is gone.
+
+    ``observer`` (the metrics, when on) hears of every request and its answer from here: the
+    layer that sees every answer anyway, so counting costs no layer of its own.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, observer: RequestObserver | None = None) -> None:
         self.app = app
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,14 +98,22 @@ class RequestIdMiddleware:
         request_id = accept_request_id(offered[0].decode("latin-1") if len(offered) == 1 else None)
         header = (_HEADER, request_id.encode())
         started = False
+        status = 500
+        answer_headers: Iterable[tuple[bytes, bytes]] = ()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status, answer_headers
             if message["type"] == "http.response.start":
                 started = True
-                message = {**message, "headers": [*message.get("headers", ()), header]}
+                status = message["status"]
+                answer_headers = message.get("headers", ())
+                message = {**message, "headers": [*answer_headers, header]}
             await send(message)
 
+        observer = self.observer
+        if observer is not None:
+            observer.request_started()
+        arrived = time.perf_counter()
         with bound_request_id(request_id):
             try:
                 await self.app(scope, receive, send_with_id)
@@ -103,3 +129,8 @@ class RequestIdMiddleware:
                 start = {"type": "http.response.start", "status": 500, "headers": headers}
                 await send_with_id(start)
                 await send({"type": "http.response.body", "body": body})
+            finally:
+                if observer is not None:
+                    observer.request_finished(
+                        scope, status, answer_headers, time.perf_counter() - arrived
+                    )
