@@ -25,6 +25,7 @@ from movieops.clikit import (
     ProjectDirOption,
     RedisUrlOption,
     RuntimeOption,
+    app_of,
     command,
     github_group,
     interactive,
@@ -496,7 +497,10 @@ def load(
             )
         return summary
 
-    run(ctx, "load", operation, lambda app, summary: render.print_load(app.out, summary))
+    summary = run(ctx, "load", operation, lambda app, summary: render.print_load(app.out, summary))
+    if summary.interrupted:  # Ctrl-C: the summary of what was sent is shown; then as usual
+        app_of(ctx).say("interrupted")
+        raise typer.Exit(130)
 
 
 @command(cli)

@@ -366,6 +366,7 @@ class LoadSummary:
     rate_limit_ceiling_per_second: float | None
     paced_seconds: float  # time spent holding requests back for the rate limit
     users: str  # the user ids ratings were written as
+    interrupted: bool = False  # stopped by Ctrl-C: the summary of what was sent until then
 
 
 def summarize(
@@ -377,6 +378,7 @@ def summarize(
     exempt: bool,
     pacer: RateLimitPacer,
     paced_seconds: float,
+    interrupted: bool = False,
 ) -> LoadSummary:
     """The run's summary from its tally (pure)."""
     latencies = sorted(tally.latencies)
@@ -413,6 +415,7 @@ def summarize(
         rate_limit_ceiling_per_second=pacer.ceiling(),
         paced_seconds=round(paced_seconds, 2),
         users=f"{LOAD_USER_FIRST}-{LOAD_USER_FIRST + LOAD_USERS - 1}",
+        interrupted=interrupted,
     )
 
 
@@ -505,35 +508,44 @@ async def _run(
         due = start
         sent = 0
         paced = 0.0
-        while (options.requests is None or sent < options.requests) and clock() < deadline:
-            delay = due - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await slots.acquire()
-            planned = profile.next(lambda t: pacer.allowed(t, clock()))
-            while planned is None and clock() < deadline:
-                wait = min(pacer.next_opening(clock()), MAX_PACING_SLEEP_SECONDS)
-                await asyncio.sleep(wait)
-                paced += wait
+        interrupted = False
+        try:
+            while (options.requests is None or sent < options.requests) and clock() < deadline:
+                delay = due - clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await slots.acquire()
                 planned = profile.next(lambda t: pacer.allowed(t, clock()))
-            if planned is None:
-                slots.release()
-                break
-            pacer.sent(planned.template)
-            task = asyncio.create_task(send(planned))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            sent += 1
-            # Behind schedule (held back, or every slot busy): go on at the rate, no burst.
-            due = max(due + interval, clock() - interval)
-            if not said_ceiling and pacer.respect and pacer.ceiling() is not None:
-                said_ceiling = True
-                on_message(
-                    f"respecting the rate limit ({pacer.policy()} for this client): at most "
-                    f"~{pacer.ceiling():g} req/s over the {len(ROUTES)} routes it uses"
-                )
-        if pending:
-            await asyncio.gather(*pending)
+                while planned is None and clock() < deadline:
+                    wait = min(pacer.next_opening(clock()), MAX_PACING_SLEEP_SECONDS)
+                    await asyncio.sleep(wait)
+                    paced += wait
+                    planned = profile.next(lambda t: pacer.allowed(t, clock()))
+                if planned is None:
+                    slots.release()
+                    break
+                pacer.sent(planned.template)
+                task = asyncio.create_task(send(planned))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                sent += 1
+                # Behind schedule (held back, or every slot busy): go on at the rate, no burst.
+                due = max(due + interval, clock() - interval)
+                if not said_ceiling and pacer.respect and pacer.ceiling() is not None:
+                    said_ceiling = True
+                    on_message(
+                        f"respecting the rate limit ({pacer.policy()} for this client): at most "
+                        f"~{pacer.ceiling():g} req/s over the {len(ROUTES)} routes it uses"
+                    )
+            if pending:
+                await asyncio.gather(*pending)
+        except asyncio.CancelledError:
+            # Ctrl-C (asyncio.run cancels this task): stop sending, drop what is in flight,
+            # and summarise what was answered; the CLI prints it and exits 130.
+            interrupted = True
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         seconds = clock() - start
     return summarize(
         tally,
@@ -543,6 +555,7 @@ async def _run(
         exempt=options.exempt_token is not None,
         pacer=pacer,
         paced_seconds=paced,
+        interrupted=interrupted,
     )
 
 

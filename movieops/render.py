@@ -321,7 +321,8 @@ def redis_line(redis: RedisView) -> str:
 def print_load(console: Console, summary: LoadSummary) -> None:
     """`movieops load`: what was sent, how it was answered, how fast."""
     table = Table(
-        title=f"load on {summary.api_url}: {summary.requests} requests in {summary.seconds:g}s",
+        title=f"load on {summary.api_url}: {summary.requests} requests in {summary.seconds:g}s"
+        + (" (interrupted)" if summary.interrupted else ""),
         title_justify="left",
         show_header=False,
     )

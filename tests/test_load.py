@@ -5,7 +5,12 @@ limiter, its cache) through the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -371,6 +376,36 @@ def test_a_passing_gate_exits_0(api: str, tmp_path: Path, valkey: ValkeyProcess)
     assert result.exit_code == 0, result.stderr
     assert "latency" in result.stdout
     assert "2000000001-2000000100" in result.stdout
+
+
+def test_ctrl_c_prints_the_summary_of_what_was_sent_and_exits_130(
+    api: str, tmp_path: Path, valkey: ValkeyProcess
+) -> None:
+    """SIGINT in the middle of a long run: what was answered so far is summarised (marked
+    interrupted), then exit 130, with no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOVIE_", "MOVIEOPS_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "movieops.cli", "--project-dir", str(tmp_path),
+         "--api-url", api, "--redis-url", valkey.url,
+         "load", "--duration", "120", "--rate", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not _rate_keys(valkey):  # requests are flowing (the API counts them)
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no request was sent"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "(interrupted)" in stdout
+    assert "statuses" in stdout
+    assert stderr.rstrip().endswith("interrupted")
+    assert "Traceback" not in stderr
 
 
 def test_an_api_that_does_not_answer_exits_9(tmp_path: Path) -> None:
