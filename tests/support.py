@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import secrets
 import socket
@@ -19,6 +21,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from app.config import Settings
+from app.logs import RequestIdFilter
 from app.worker import build_worker_settings, create_worker
 from movieops.embedded import ValkeyServer
 
@@ -132,3 +135,21 @@ def assert_hardened(service: str, container: Any) -> None:
     assert (host.pids_limit or 0) > 0, service
     assert "/tmp" in {str(path) for path in host.tmpfs or {}}, service  # noqa: S108
     assert container.config.user not in {None, "", "0", "root"}, service
+
+
+def captured_logs(formatter: logging.Formatter) -> Iterator[io.StringIO]:
+    """What the processes' own root handler writes with ``formatter`` (and the request-id
+    filter configure_logging adds), at INFO, for a fixture to ``yield from``."""
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(formatter)
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        yield output
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)

@@ -16,6 +16,7 @@ from app.config import Settings
 from app.logs import LOG_FORMAT, EscapingFormatter, escape_controls
 from app.main import create_app
 from tests.conftest import CLIENT_IP
+from tests.support import captured_logs
 
 
 async def test_each_request_logs_one_line_with_all_fields(
@@ -39,16 +40,7 @@ async def test_each_request_logs_one_line_with_all_fields(
 @pytest.fixture
 def log_output() -> Iterator[io.StringIO]:
     """What the processes' own log handler (EscapingFormatter on the root logger) writes."""
-    output = io.StringIO()
-    handler = logging.StreamHandler(output)
-    handler.setFormatter(EscapingFormatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    level = root.level
-    root.setLevel(logging.INFO)
-    yield output
-    root.removeHandler(handler)
-    root.setLevel(level)
+    yield from captured_logs(EscapingFormatter(LOG_FORMAT))
 
 
 async def test_a_newline_or_escape_in_a_request_never_forges_a_log_line(

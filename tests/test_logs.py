@@ -26,35 +26,21 @@ from app.logs import (
 from app.main import create_app
 from app.requestid import bound_request_id
 from tests.conftest import CLIENT_IP
+from tests.support import captured_logs
 
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-
-
-def capture(formatter: logging.Formatter) -> Iterator[io.StringIO]:
-    """What a root handler with ``formatter`` (and the request-id filter) writes."""
-    output = io.StringIO()
-    handler = logging.StreamHandler(output)
-    handler.setFormatter(formatter)
-    handler.addFilter(RequestIdFilter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    level = root.level
-    root.setLevel(logging.INFO)
-    yield output
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.fixture
 def json_output() -> Iterator[io.StringIO]:
     """The JSON lines the process would write."""
-    yield from capture(JsonFormatter())
+    yield from captured_logs(JsonFormatter())
 
 
 @pytest.fixture
 def text_output() -> Iterator[io.StringIO]:
     """The text lines the process would write."""
-    yield from capture(EscapingFormatter(LOG_FORMAT))
+    yield from captured_logs(EscapingFormatter(LOG_FORMAT))
 
 
 async def _get_logged(app: FastAPI, path: str, request_id: str) -> httpx.Response:
