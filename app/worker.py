@@ -23,7 +23,7 @@ from arq.connections import RedisSettings, create_pool, log_redis_info
 from arq.worker import Worker, get_kwargs
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError
 
@@ -398,7 +398,10 @@ def serve(settings: Settings) -> None:
     worker_settings = build_worker_settings(settings)
     metrics = WorkerMetrics()
     for attempt in stamina.retry_context(
-        on=(RedisConnectionError, RedisTimeoutError, OSError),
+        # WatchError too: redis-py raises it for a connection lost while a key is watched, and
+        # arq's start_jobs watches outside its own `except WatchError` (a Redis restart there
+        # used to end the process instead of reconnecting).
+        on=(RedisConnectionError, RedisTimeoutError, WatchError, OSError),
         attempts=None,
         timeout=None,
         wait_initial=0.2,

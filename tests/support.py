@@ -113,6 +113,17 @@ def start_worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
     )
 
 
+def start_logged_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """``start_worker`` with its log lines in ``log`` (to show why it ended)."""
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.worker"],
+            env=worker_env(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
 async def run_burst(settings: Settings, *, count_failed: bool = False) -> int:
     """Run the app's worker in-process until the queue is empty; return the jobs it completed
     (plus the ones that failed, with ``count_failed``)."""

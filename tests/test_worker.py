@@ -50,7 +50,14 @@ from app.worker import (
     missed_run,
     refresh_changed_users,
 )
-from tests.support import ValkeyProcess, free_port, run_burst, start_worker, worker_env
+from tests.support import (
+    ValkeyProcess,
+    free_port,
+    run_burst,
+    start_logged_worker,
+    start_worker,
+    worker_env,
+)
 
 RATINGS = [(1, 5.0), (2, 4.0), (3, 1.0)]
 
@@ -612,7 +619,8 @@ async def test_worker_process_survives_a_redis_restart(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            worker = start_worker(settings)
+            log = tmp_path / "worker.log"
+            worker = start_logged_worker(settings, log)
             try:
                 await asyncio.sleep(1.5)
                 valkey.stop()
@@ -631,7 +639,10 @@ async def test_worker_process_survives_a_redis_restart(
                     state = (await client.get("/jobs/refresh:7")).json().get("state")
                     return bool(state == "complete")
 
-                await _until(complete, 30, "the reconnected worker to run the job")
+                try:
+                    await _until(complete, 30, "the reconnected worker to run the job")
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}; its log:\n{log.read_text()[-4000:]}") from None
                 async with Redis.from_url(valkey.url) as check:
                     # Done means gone from the queue: nothing left for another worker to run.
                     assert await check.zscore(QUEUE_NAME, "refresh:7") is None
@@ -639,4 +650,4 @@ async def test_worker_process_survives_a_redis_restart(
                 worker.terminate()
                 worker.wait(10)
                 valkey.stop()
-    assert worker.returncode == 0
+    assert worker.returncode == 0, log.read_text()[-4000:]

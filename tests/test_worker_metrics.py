@@ -154,7 +154,8 @@ async def test_jobs_are_counted_by_function_and_outcome_with_arqs_own_verdict(
     assert after[("movie_job_retries_total", (("function", "retry_once"),))] == 1
     assert after[("movie_job_retries_total", (("function", "fail"),))] == 0
     assert after[("movie_job_duration_seconds_count", (("function", "retry_once"),))] == 2
-    assert after[("movie_job_duration_seconds_sum", (("function", "too_slow"),))] >= 0.5
+    # about the 0.5 s job timeout (arq times it on the loop clock, the metric on perf_counter)
+    assert after[("movie_job_duration_seconds_sum", (("function", "too_slow"),))] >= 0.45
     assert after[("movie_job_queue_latency_seconds_count", (("function", "succeed"),))] == 1
     assert after[("movie_jobs_in_progress", ())] == 0
     assert after[("movie_job_queue_depth", ())] == 0
