@@ -14,6 +14,9 @@ COMPOSE_FILE = "compose.yaml"
 REDIS_PASSWORD_FILE = "redis.password"  # noqa: S105 (a file name, not a password)
 # The PostgreSQL password, the same way; created with the database.
 POSTGRES_PASSWORD_FILE = "postgres.password"  # noqa: S105 (a file name, not a password)
+METRICS_PORTS = {"api": 8000, "worker": 9101}
+"""Where each process serves its metrics inside its container (the API on its own port; the
+worker on MOVIE_WORKER_METRICS_PORT, which compose.yaml sets to 9101)."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -49,6 +49,12 @@ class ServiceState:
         return self.state == "running"
 
 
+def replica_label(service: str, replicas: int, suffix: str) -> str:
+    """How status (and `top`) names one replica: the service alone when it has one, else
+    ``service-suffix`` (api-1, api-2 …)."""
+    return service if replicas == 1 else f"{service}-{suffix}"
+
+
 @dataclass(frozen=True)
 class MetricsTarget:
     """Where one process's Prometheus metrics can be read from this host."""

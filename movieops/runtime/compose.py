@@ -10,18 +10,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import run
 
 from movieops.errors import DockerUnavailable, PreflightFailed, Unhealthy
-from movieops.ports import held_by_stack, holder_of, port_check
-from movieops.runtime import Check, Endpoints, MetricsTarget, ServiceState, UpOptions
+from movieops.ports import held_by_stack, holder_of, port_check, port_of
+from movieops.runtime import (
+    Check,
+    Endpoints,
+    MetricsTarget,
+    ServiceState,
+    UpOptions,
+    replica_label,
+)
 from movieops.secrets import ensure_secret, private_dir, redact_url, write_private
 from movieops.whales import (
     COMPOSE_FILE,
+    METRICS_PORTS,
     POSTGRES_PASSWORD_FILE,
     REDIS_PASSWORD_FILE,
     docker_problem,
@@ -43,9 +50,6 @@ DEFAULT_POSTGRES_PORT = 5432
 DEFAULT_PROMETHEUS_PORT = 9090
 MONITORING_SERVICES = ("prometheus", "redis-exporter")
 ONE_SHOT = frozenset({"migrate"})
-# Where each process serves its metrics inside its container (the API on its own port; the
-# worker on MOVIE_WORKER_METRICS_PORT, which compose.yaml sets to 9101).
-METRICS_PORTS = {"api": 8000, "worker": 9101}
 REACH_TIMEOUT_SECONDS = 1.0
 """Services that run to completion: exited 0 is their healthy end ("done"), else "failed"."""
 
@@ -144,7 +148,7 @@ def targets_or_published(
     """The containers' own targets when this host reaches the first API container, else the
     published API port as the one target, marked "via published port" (Docker Desktop)."""
     first = next((t for t in targets if t.service == "api"), None)
-    if first is not None and reach(*_host_port(first.url)):
+    if first is not None and reach(*port_of(first.url, 80)):
         return targets
     return [MetricsTarget("api", "api", published, note="via published port")]
 
@@ -436,9 +440,7 @@ class ComposeRuntime:
 
         def label(row: dict[str, Any]) -> str:
             service = str(row["Service"])
-            if per_service[service] == 1:
-                return service
-            return f"{service}-{str(row['Name']).rsplit('-', 1)[-1]}"
+            return replica_label(service, per_service[service], _replica_suffix(row))
 
         states = [
             ServiceState(
@@ -516,9 +518,7 @@ class ComposeRuntime:
                 address = addresses.get(name)
                 if address is None:
                     continue
-                instance = (
-                    service if per_service[service] == 1 else f"{service}-{name.rsplit('-', 1)[-1]}"
-                )
+                instance = replica_label(service, per_service[service], _replica_suffix(row))
                 port = METRICS_PORTS[service]
                 targets.append(MetricsTarget(service, instance, f"http://{address}:{port}/metrics"))
         return targets_or_published(targets, reachable, f"http://127.0.0.1:{self.api_port}/metrics")
@@ -528,6 +528,6 @@ class ComposeRuntime:
         return None
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or 80
+def _replica_suffix(row: dict[str, Any]) -> str:
+    """A container's replica number, from its name (movieops-api-2 -> 2)."""
+    return str(row["Name"]).rsplit("-", 1)[-1]

@@ -430,9 +430,7 @@ class LocalRuntime:
         """The worker's metrics endpoint: MOVIE_WORKER_METRICS_PORT if set, else a free port on
         127.0.0.1, remembered in the state directory for `top` and `status`."""
         host = self.settings.worker_metrics_host
-        port = self.settings.worker_metrics_port or free_port(
-            "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
-        )
+        port = self.settings.worker_metrics_port or free_port(_local_address(host))
         self.layout.worker_metrics_port.write_text(f"{port}\n")
         return {"MOVIE_WORKER_METRICS_HOST": host, "MOVIE_WORKER_METRICS_PORT": str(port)}
 
@@ -442,8 +440,7 @@ class LocalRuntime:
             port = int(self.layout.worker_metrics_port.read_text().strip())
         except (OSError, ValueError):
             return None
-        host = self.settings.worker_metrics_host
-        host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
+        host = _local_address(self.settings.worker_metrics_host)
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{port}/metrics"
@@ -605,3 +602,8 @@ def _after(line: str, cutoff: datetime | None) -> bool:
     except ValueError:
         return True  # undated lines (tracebacks, valkey's own format) stay
     return stamp >= cutoff.replace(tzinfo=None)
+
+
+def _local_address(host: str) -> str:
+    """Where this host reaches a server listening on ``host`` (a wildcard: on 127.0.0.1)."""
+    return "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104

@@ -27,12 +27,20 @@ from python_on_whales.utils import run, stream_stdout_and_stderr
 
 from movieops.errors import DockerUnavailable, PreflightFailed, Unhealthy, UsageError
 from movieops.ports import held_by_stack, holder_of, port_check
-from movieops.runtime import Check, Endpoints, MetricsTarget, ServiceState, UpOptions
+from movieops.runtime import (
+    Check,
+    Endpoints,
+    MetricsTarget,
+    ServiceState,
+    UpOptions,
+    replica_label,
+)
 from movieops.secrets import ensure_secret, private_dir, read_secret, write_private
 from movieops.swarmfile import SECRET_PLACEHOLDER, StackFileError, stack_file
 from movieops.waiting import wait_until
 from movieops.whales import (
     COMPOSE_FILE,
+    METRICS_PORTS,
     POSTGRES_PASSWORD_FILE,
     REDIS_PASSWORD_FILE,
     docker_problem,
@@ -53,8 +61,6 @@ SERVICES = ("postgres", "redis", "migrate", "api", "worker", "proxy")
 UPDATING = {"updating", "rollback_started"}
 ROLLED_BACK = {"rollback_started", "rollback_completed", "rollback_paused"}
 DOWN_TIMEOUT_SECONDS = 60.0
-# Where each process serves its metrics inside its task's container (compose.yaml's ports).
-METRICS_PORTS = {"api": 8000, "worker": 9101}
 LOGS_TIMEOUT_SECONDS = 10.0
 _TASK_NAME = re.compile(r"^(?P<service>.+?)\.(?P<slot>[^.]+)(?:\.(?P<task>\w+))?$")
 _LOG_PREFIX = re.compile(r"^(?P<service>[\w-]+)\.(?P<slot>\w+)(?:\.\w+)?@[^|]*\|\s?")
@@ -131,7 +137,7 @@ def task_rows(tasks: list[dict[str, Any]], stack: str) -> list[ServiceState]:
             health, detail = None, ("exit 0" if current == "complete" else error or current)
         else:
             detail = " ".join(filter(None, [str(task.get("CurrentState", "")), error])) or None
-        label = service if len(replicas[service]) == 1 else f"{service}-{slot}"
+        label = replica_label(service, len(replicas[service]), slot)
         rows.append(
             ServiceState(
                 label,
@@ -294,55 +300,51 @@ class SwarmRuntime:
         api = f"http://127.0.0.1:{self.proxy_port}"
         return Endpoints(api, f"redis://:{password}@{address}:6379/0", api)
 
+    def _gateway_addresses(self, service: str) -> list[tuple[str, str]]:
+        """(task slot, address on docker_gwbridge) of each running task of ``service``: the
+        addresses this host reaches the stack's unpublished services at."""
+        client = DockerClient()
+        containers = client.container.list(
+            filters=[("label", f"com.docker.swarm.service.name={self.stack}_{service}")]
+        )
+        if not containers:
+            return []
+        by_id = {c.id: c for c in containers}
+        network = client.network.inspect("docker_gwbridge")
+        found = []
+        for container_id, endpoint in (network.containers or {}).items():
+            if container_id not in by_id or not endpoint.ipv4_address:
+                continue
+            task = (by_id[container_id].config.labels or {}).get("com.docker.swarm.task.name", "")
+            match = _TASK_NAME.match(str(task))
+            slot = match["slot"] if match and match["slot"].isdigit() else "1"
+            found.append((slot, str(endpoint.ipv4_address).split("/")[0]))
+        return found
+
     def _find_redis_address(self) -> str | None:
         """The running Redis container's address on docker_gwbridge (reachable from this host;
         Redis is never published)."""
-        client = DockerClient()
         try:
-            containers = client.container.list(
-                filters=[("label", f"com.docker.swarm.service.name={self.stack}_redis")]
-            )
-            if not containers:
-                return None
-            network = client.network.inspect("docker_gwbridge")
+            found = self._gateway_addresses("redis")
         except DockerException:
             return None
-        ids = {c.id for c in containers}
-        for container_id, endpoint in (network.containers or {}).items():
-            if container_id in ids and endpoint.ipv4_address:
-                return str(endpoint.ipv4_address).split("/")[0]
-        return None
+        return found[0][1] if found else None
 
     def metrics_targets(self) -> list[MetricsTarget]:
         """Every running api and worker task at its container's address on docker_gwbridge
         (reachable from this node, as Redis is; nothing is published but the proxy)."""
-        client = DockerClient()
         try:
-            network = client.network.inspect("docker_gwbridge")
-            found: list[tuple[str, str, str]] = []  # (service, slot, address)
-            for service in METRICS_PORTS:
-                containers = client.container.list(
-                    filters=[("label", f"com.docker.swarm.service.name={self.stack}_{service}")]
-                )
-                ids = {c.id: c for c in containers}
-                for container_id, endpoint in (network.containers or {}).items():
-                    if container_id not in ids or not endpoint.ipv4_address:
-                        continue
-                    labels = ids[container_id].config.labels or {}
-                    task = labels.get("com.docker.swarm.task.name", "")
-                    match = _TASK_NAME.match(str(task))
-                    slot = match["slot"] if match and match["slot"].isdigit() else "1"
-                    found.append((service, slot, str(endpoint.ipv4_address).split("/")[0]))
+            found = {service: self._gateway_addresses(service) for service in METRICS_PORTS}
         except DockerException as exc:
             raise DockerUnavailable(f"docker inspect failed: {_first_line(exc)}") from None
-        per_service = {s: sum(1 for f in found if f[0] == s) for s in METRICS_PORTS}
         return [
             MetricsTarget(
                 service,
-                service if per_service[service] == 1 else f"{service}-{slot}",
+                replica_label(service, len(found[service]), slot),
                 f"http://{address}:{METRICS_PORTS[service]}/metrics",
             )
-            for service, slot, address in sorted(found, key=lambda f: (_order(f[0]), int(f[1])))
+            for service in sorted(found, key=_order)
+            for slot, address in sorted(found[service], key=lambda f: int(f[0]))
         ]
 
     def preflight(self, options: UpOptions) -> list[Check]:
