@@ -6,7 +6,6 @@ import json
 import socket
 import stat
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 from tests.clihelp import Cli
 from tests.support import free_port
-from tests.test_compose import APP_IMAGE, ROOT, _engine_problem
+from tests.test_compose import ROOT, _engine_problem, cli_project_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -29,16 +28,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cl
     if problem:
         pytest.skip(f"needs Docker with Compose: {problem}")
     state = tmp_path_factory.mktemp("compose-state")
-    env = {
-        "MOVIEOPS_COMPOSE_PROJECT": f"movieops-cli-{uuid.uuid4().hex[:6]}",
-        "MOVIEOPS_STATE_DIR": str(state),
-        "MOVIEOPS_API_PORT": str(free_port()),
-        "MOVIEOPS_PROXY_PORT": str(free_port()),
-        "MOVIEOPS_REDIS_PORT": str(free_port()),
-        "MOVIE_NETWORK_SUBNET": "172.30.59.0/24",
-        "MOVIE_PROXY_ADDRESS": "172.30.59.10",
-        "MOVIE_APP_IMAGE": APP_IMAGE,
-    }
+    env = cli_project_env("cli", state, 59)
     run = Cli(ROOT, env, runtime="compose")
     try:
         yield run, run.json("up")["data"]

@@ -39,6 +39,28 @@ def _engine_problem() -> str | None:
     return docker_problem()
 
 
+def cli_project_env(name: str, state: Path, subnet: int, *ports: str) -> dict[str, str]:
+    """The environment of `movieops --runtime compose` for a throw-away project: a unique name
+    (``movieops-<name>-…``), its own state directory, free ports (the API's, the proxy's and
+    Redis's, plus each MOVIEOPS_*_PORT in ``ports``) and the subnet 172.30.<subnet>.0/24."""
+    return {
+        "MOVIEOPS_COMPOSE_PROJECT": f"movieops-{name}-{uuid.uuid4().hex[:6]}",
+        "MOVIEOPS_STATE_DIR": str(state),
+        **{
+            variable: str(free_port())
+            for variable in (
+                "MOVIEOPS_API_PORT",
+                "MOVIEOPS_PROXY_PORT",
+                "MOVIEOPS_REDIS_PORT",
+                *ports,
+            )
+        },
+        "MOVIE_NETWORK_SUBNET": f"172.30.{subnet}.0/24",
+        "MOVIE_PROXY_ADDRESS": f"172.30.{subnet}.10",
+        "MOVIE_APP_IMAGE": APP_IMAGE,
+    }
+
+
 @dataclass
 class Stack:
     """One compose project under test, on its own ports and subnet."""

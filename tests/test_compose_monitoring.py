@@ -9,7 +9,6 @@ engine with the Compose plugin answers, and `.ci/run` turns any skip into a fail
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ import pytest
 from python_on_whales import DockerClient
 
 from tests.clihelp import Cli
-from tests.support import assert_hardened, free_port
-from tests.test_compose import APP_IMAGE, ROOT, _engine_problem
+from tests.support import assert_hardened
+from tests.test_compose import ROOT, _engine_problem, cli_project_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -77,17 +76,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
     if problem:
         pytest.skip(f"needs Docker with Compose: {problem}")
     state = tmp_path_factory.mktemp("compose-monitoring-state")
-    env = {
-        "MOVIEOPS_COMPOSE_PROJECT": f"movieops-mon-{uuid.uuid4().hex[:6]}",
-        "MOVIEOPS_STATE_DIR": str(state),
-        "MOVIEOPS_API_PORT": str(free_port()),
-        "MOVIEOPS_PROXY_PORT": str(free_port()),
-        "MOVIEOPS_REDIS_PORT": str(free_port()),
-        "MOVIEOPS_PROMETHEUS_PORT": str(free_port()),
-        "MOVIE_NETWORK_SUBNET": "172.30.74.0/24",
-        "MOVIE_PROXY_ADDRESS": "172.30.74.10",
-        "MOVIE_APP_IMAGE": APP_IMAGE,
-    }
+    env = cli_project_env("mon", state, 74, "MOVIEOPS_PROMETHEUS_PORT")
     run = Cli(ROOT, env, runtime="compose")
     docker = DockerClient(
         compose_files=[ROOT / "compose.yaml", ROOT / "compose.replicas.yaml"],

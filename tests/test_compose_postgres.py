@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ import pytest
 from python_on_whales import DockerClient
 
 from tests.clihelp import Cli
-from tests.support import assert_hardened, free_port
-from tests.test_compose import APP_IMAGE, ROOT, _engine_problem
+from tests.support import assert_hardened
+from tests.test_compose import ROOT, _engine_problem, cli_project_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 # The PostgreSQL driver comes with the app's PostgreSQL support (the `pg` branch).
@@ -76,17 +75,8 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgStack]:
     problem = _engine_problem()
     if problem:
         pytest.skip(f"needs Docker with Compose: {problem}")
-    env = {
-        "MOVIEOPS_COMPOSE_PROJECT": f"movieops-pg-{uuid.uuid4().hex[:6]}",
-        "MOVIEOPS_STATE_DIR": str(tmp_path_factory.mktemp("compose-pg-state")),
-        "MOVIEOPS_API_PORT": str(free_port()),
-        "MOVIEOPS_PROXY_PORT": str(free_port()),
-        "MOVIEOPS_REDIS_PORT": str(free_port()),
-        "MOVIEOPS_POSTGRES_PORT": str(free_port()),
-        "MOVIE_NETWORK_SUBNET": "172.30.73.0/24",
-        "MOVIE_PROXY_ADDRESS": "172.30.73.10",
-        "MOVIE_APP_IMAGE": APP_IMAGE,
-    }
+    state = tmp_path_factory.mktemp("compose-pg-state")
+    env = cli_project_env("pg", state, 73, "MOVIEOPS_POSTGRES_PORT")
     run = Cli(ROOT, env, runtime="compose")
     try:
         yield PgStack(run, run.json("up", "--database", "postgres", "--build")["data"])
