@@ -45,13 +45,13 @@ from app.worker import (
     backoff_seconds,
     build_worker_settings,
     catch_up,
-    create_worker,
     is_transient,
     missed_run,
     refresh_changed_users,
 )
 from tests.support import (
     ValkeyProcess,
+    app_worker,
     free_port,
     run_burst,
     start_logged_worker,
@@ -371,8 +371,8 @@ async def test_an_enqueued_refresh_wakes_the_idle_worker_instead_of_waiting_for_
 ) -> None:
     """With a 30 s poll delay, a refresh queued through the API completes: woken, never polled."""
     settings, client = stack
-    worker = create_worker(
-        build_worker_settings(settings),
+    worker = app_worker(
+        settings,
         poll_delay=LONG_POLL_DELAY_SECONDS,
         handle_signals=False,
     )
@@ -401,8 +401,8 @@ async def test_a_worker_blocked_waiting_for_a_wake_up_shuts_down_promptly(
 ) -> None:
     """SIGTERM while blocked on the wake-up list ends the worker at once, heartbeat gone."""
     await redis.set(CRON_LAST_RUN_KEY, datetime.now(UTC).isoformat())  # no catch-up job
-    worker = create_worker(
-        build_worker_settings(settings),
+    worker = app_worker(
+        settings,
         poll_delay=LONG_POLL_DELAY_SECONDS,
         handle_signals=False,
     )
@@ -449,7 +449,7 @@ async def test_burst_mode_runs_the_queue_and_returns_without_blocking_on_the_wak
     for user_id in (42, 43):
         await client.post(f"/users/{user_id}/recommendations/refresh")
     assert await _wake_tokens(redis) == 2
-    worker = create_worker(build_worker_settings(settings), burst=True, handle_signals=False)
+    worker = app_worker(settings, burst=True, handle_signals=False)
     try:
         await asyncio.wait_for(worker.async_run(), 10)
     finally:
