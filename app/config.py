@@ -185,6 +185,15 @@ class Settings(BaseSettings):
     worker_health_check_seconds: int = Field(
         default=2, ge=1, le=3_600, description="Worker heartbeat interval (readiness, arq --check)."
     )
+    hourly_refresh_minute: int = Field(
+        default=0,
+        ge=0,
+        le=59,
+        description=(
+            "Minute past every hour at which the worker runs the hourly refresh (and by which a "
+            "starting worker decides that the last one was missed)."
+        ),
+    )
     job_timeout_seconds: int = Field(
         default=60,
         ge=1,

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stamina
@@ -124,25 +124,27 @@ async def refresh_changed_users(
     return await _retrying(ctx, work())
 
 
-def last_scheduled_run(now: datetime) -> datetime:
-    """The most recent top of the hour at or before ``now``."""
-    return now.replace(minute=0, second=0, microsecond=0)
+def last_scheduled_run(now: datetime, minute: int = 0) -> datetime:
+    """The most recent ``minute`` past an hour at or before ``now``."""
+    scheduled = now.replace(minute=minute, second=0, microsecond=0)
+    return scheduled if scheduled <= now else scheduled - timedelta(hours=1)
 
 
-def missed_run(last_run: datetime | None, now: datetime) -> bool:
+def missed_run(last_run: datetime | None, now: datetime, minute: int = 0) -> bool:
     """Whether the hourly run that should have happened by ``now`` never did."""
-    return last_run is None or last_run < last_scheduled_run(now)
+    return last_run is None or last_run < last_scheduled_run(now, minute)
 
 
 async def catch_up(ctx: dict[str, Any], now: datetime | None = None) -> bool:
     """arq has no catch-up: after missed hours, queue the hourly job once (per missed hour,
     even with several workers starting together)."""
     now = now or datetime.now(UTC)
+    minute = ctx["settings"].hourly_refresh_minute
     raw = await ctx["redis"].get(CRON_LAST_RUN_KEY)
     last_run = datetime.fromisoformat(raw.decode()) if raw else None
-    if not missed_run(last_run, now):
+    if not missed_run(last_run, now, minute):
         return False
-    hour = last_scheduled_run(now).isoformat(timespec="minutes")
+    hour = last_scheduled_run(now, minute).isoformat(timespec="minutes")
     job = await ctx["redis"].enqueue_job(
         REFRESH_CHANGED_JOB, _job_id=catch_up_job_id(hour), _queue_name=QUEUE_NAME
     )
@@ -360,7 +362,13 @@ def build_worker_settings(settings: Settings) -> type:
     attributes: dict[str, Any] = {
         "functions": [refresh_recommendations, refresh_changed_users],
         "cron_jobs": [
-            cron(refresh_changed_users, name=HOURLY_REFRESH_CRON, minute=0, second=0, unique=True)
+            cron(
+                refresh_changed_users,
+                name=HOURLY_REFRESH_CRON,
+                minute=settings.hourly_refresh_minute,
+                second=0,
+                unique=True,
+            )
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,

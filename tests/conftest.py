@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -85,6 +86,9 @@ def make_settings(tmp_path: Path, valkey: ValkeyProcess) -> Callable[..., Settin
             "seed_demo_data": False,
             "ready_requires_worker": False,
             "gc_freeze": False,  # hundreds of apps in one test process: let them be collected
+            # Half an hour from now: a test never crosses it, so no worker it starts runs the
+            # hourly refresh unasked (tests of the schedule set their own minute or time).
+            "hourly_refresh_minute": (datetime.now(UTC).minute + 30) % 60,
             "_env_file": None,
         }
         values.update(overrides)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import logging
 import os
@@ -15,7 +14,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from starlette.types import ASGIApp
 
 from app.config import Settings
 from app.logs import RequestIdFilter
-from app.worker import WakingWorker, build_worker_settings, create_worker
+from app.worker import build_worker_settings, create_worker
 from movieops.embedded import ValkeyServer
 
 
@@ -101,6 +99,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "MOVIE_REDIS_URL": settings.redis_url,
         "MOVIE_WORKER_HEALTH_CHECK_SECONDS": "1",
         "MOVIE_LOG_LEVEL": "INFO",
+        "MOVIE_HOURLY_REFRESH_MINUTE": str(settings.hourly_refresh_minute),
         **extra,
     }
 
@@ -126,23 +125,10 @@ def start_logged_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes
         )
 
 
-def app_worker(settings: Settings, **kwargs: Any) -> WakingWorker:
-    """The app's worker, in-process, with its cron jobs moved six months away.
-
-    The hourly refresh runs at the top of every hour of the wall clock; a test that happens to
-    cross one would also run it, and one counting jobs or waiting for the worker's tasks would
-    see a job it never queued. The cron jobs stay registered (names, metrics labels); only
-    their month changes. Tests of cron itself build their own schedule."""
-    cron_jobs = build_worker_settings(settings).cron_jobs  # type: ignore[attr-defined]
-    far_month = (datetime.now(UTC).month + 5) % 12 + 1
-    moved = [dataclasses.replace(job, month=far_month, next_run=None) for job in cron_jobs]
-    return create_worker(build_worker_settings(settings), cron_jobs=moved, **kwargs)
-
-
 async def run_burst(settings: Settings, *, count_failed: bool = False) -> int:
     """Run the app's worker in-process until the queue is empty; return the jobs it completed
     (plus the ones that failed, with ``count_failed``)."""
-    worker = app_worker(settings, burst=True, handle_signals=False)
+    worker = create_worker(build_worker_settings(settings), burst=True, handle_signals=False)
     try:
         await worker.async_run()
     finally:

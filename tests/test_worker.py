@@ -45,13 +45,14 @@ from app.worker import (
     backoff_seconds,
     build_worker_settings,
     catch_up,
+    create_worker,
     is_transient,
+    last_scheduled_run,
     missed_run,
     refresh_changed_users,
 )
 from tests.support import (
     ValkeyProcess,
-    app_worker,
     free_port,
     run_burst,
     start_logged_worker,
@@ -255,20 +256,50 @@ async def test_unknown_job_is_404_with_state_not_found(client: httpx.AsyncClient
     assert response.json()["job_id"] == "refresh:999"
 
 
-def test_cron_is_registered_hourly_at_minute_zero(settings: Settings) -> None:
-    """One cron job, the changed-users refresh, at minute 0 of every hour."""
-    (job,) = build_worker_settings(settings).cron_jobs  # type: ignore[attr-defined]
-    assert job.name == "hourly-refresh"
-    assert (job.minute, job.second, job.hour) == (0, 0, None)
-    assert job.coroutine is refresh_changed_users
+def test_cron_is_registered_hourly_at_minute_zero_by_default(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """One cron job, the changed-users refresh, at minute 0 of every hour unless
+    MOVIE_HOURLY_REFRESH_MINUTE says another."""
+    assert Settings.model_fields["hourly_refresh_minute"].default == 0
+    for minute in (0, 17):
+        settings = make_settings(hourly_refresh_minute=minute)
+        (job,) = build_worker_settings(settings).cron_jobs  # type: ignore[attr-defined]
+        assert job.name == "hourly-refresh"
+        assert (job.minute, job.second, job.hour) == (minute, 0, None)
+        assert job.coroutine is refresh_changed_users
 
 
 def test_missed_run_logic() -> None:
-    """A run is missed when the last one predates the latest top of the hour."""
+    """A run is missed when the last one predates the latest scheduled minute."""
     now = datetime(2026, 11, 28, 15, 20, tzinfo=UTC)
     assert missed_run(None, now)
     assert missed_run(datetime(2026, 11, 28, 13, 0, tzinfo=UTC), now)
     assert not missed_run(datetime(2026, 11, 28, 15, 0, 1, tzinfo=UTC), now)
+    # At minute 45 the latest scheduled run is 14:45: 15:00 is after it, 14:40 before.
+    assert not missed_run(datetime(2026, 11, 28, 15, 0, tzinfo=UTC), now, minute=45)
+    assert missed_run(datetime(2026, 11, 28, 14, 40, tzinfo=UTC), now, minute=45)
+    assert not missed_run(datetime(2026, 11, 28, 15, 20, tzinfo=UTC), now, minute=20)
+    assert missed_run(datetime(2026, 11, 28, 15, 19, 59, tzinfo=UTC), now, minute=20)
+
+
+def _at(day: int, hour: int, minute: int) -> datetime:
+    return datetime(2026, 11, day, hour, minute, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("now", "minute", "scheduled"),
+    [
+        (_at(28, 15, 20), 0, _at(28, 15, 0)),
+        (_at(28, 15, 20), 20, _at(28, 15, 20)),
+        (_at(28, 15, 20), 21, _at(28, 14, 21)),
+        (_at(29, 0, 5), 30, _at(28, 23, 30)),
+    ],
+)
+def test_the_last_scheduled_run_is_the_latest_configured_minute_at_or_before_now(
+    now: datetime, minute: int, scheduled: datetime
+) -> None:
+    assert last_scheduled_run(now, minute) == scheduled
 
 
 async def test_catch_up_runs_once_after_a_missed_hour(
@@ -288,7 +319,7 @@ async def test_catch_up_runs_once_after_a_missed_hour(
     assert await run_burst(settings) == 0
 
     arq = arq_client(redis.connection_pool)
-    assert await catch_up({"redis": arq}) is False
+    assert await catch_up({"redis": arq, "settings": settings}) is False
 
 
 async def test_hourly_job_refreshes_only_users_whose_ratings_changed(
@@ -371,8 +402,8 @@ async def test_an_enqueued_refresh_wakes_the_idle_worker_instead_of_waiting_for_
 ) -> None:
     """With a 30 s poll delay, a refresh queued through the API completes: woken, never polled."""
     settings, client = stack
-    worker = app_worker(
-        settings,
+    worker = create_worker(
+        build_worker_settings(settings),
         poll_delay=LONG_POLL_DELAY_SECONDS,
         handle_signals=False,
     )
@@ -401,8 +432,8 @@ async def test_a_worker_blocked_waiting_for_a_wake_up_shuts_down_promptly(
 ) -> None:
     """SIGTERM while blocked on the wake-up list ends the worker at once, heartbeat gone."""
     await redis.set(CRON_LAST_RUN_KEY, datetime.now(UTC).isoformat())  # no catch-up job
-    worker = app_worker(
-        settings,
+    worker = create_worker(
+        build_worker_settings(settings),
         poll_delay=LONG_POLL_DELAY_SECONDS,
         handle_signals=False,
     )
@@ -449,7 +480,7 @@ async def test_burst_mode_runs_the_queue_and_returns_without_blocking_on_the_wak
     for user_id in (42, 43):
         await client.post(f"/users/{user_id}/recommendations/refresh")
     assert await _wake_tokens(redis) == 2
-    worker = app_worker(settings, burst=True, handle_signals=False)
+    worker = create_worker(build_worker_settings(settings), burst=True, handle_signals=False)
     try:
         await asyncio.wait_for(worker.async_run(), 10)
     finally:

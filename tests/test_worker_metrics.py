@@ -26,9 +26,9 @@ from app.jobcodec import CODEC, arq_client_from_url, job_handle
 from app.jobs import trigger_refresh
 from app.main import create_app
 from app.requestid import REQUEST_ID_PATTERN, current_request_id
-from app.worker import HOURLY_REFRESH_CRON, WakingWorker, build_worker_settings
+from app.worker import HOURLY_REFRESH_CRON, WakingWorker, build_worker_settings, create_worker
 from app.workermetrics import WorkerMetrics
-from tests.support import app_worker, free_port, worker_env
+from tests.support import free_port, worker_env
 
 TEST_QUEUE = "test:metrics-queue"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -251,10 +251,10 @@ async def test_the_hourly_refresh_last_success_comes_from_its_redis_timestamp(
     app_worker_settings: Settings, redis: Redis
 ) -> None:
     """The hourly job writes its last-run key when it succeeds; the scrape reports it."""
-    # Not earlier than this hour's top: an older one would start the catch-up job.
+    # A run this minute: never before the last scheduled one, so no catch-up job starts.
     done = datetime.now(UTC).replace(microsecond=0)
     await redis.set(CRON_LAST_RUN_KEY, done.isoformat())
-    worker = app_worker(app_worker_settings, handle_signals=False)
+    worker = create_worker(build_worker_settings(app_worker_settings), handle_signals=False)
     task = await _run(worker, redis)
     try:
         samples = await scrape(app_worker_settings.worker_metrics_port)
@@ -341,7 +341,9 @@ async def test_the_refresh_endpoint_hands_its_request_id_to_the_job(
             )
             assert accepted.status_code == 202
             assert accepted.headers["X-Request-ID"] == "trace-42-abc"
-            worker = app_worker(app_worker_settings, burst=True, handle_signals=False)
+            worker = create_worker(
+                build_worker_settings(app_worker_settings), burst=True, handle_signals=False
+            )
             try:
                 await asyncio.wait_for(worker.async_run(), 20)
             finally:
