@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -24,7 +23,7 @@ from redis.asyncio import Redis
 from app.config import Settings
 from app.main import create_app
 from app.migrate import migrate
-from tests.support import ValkeyProcess, free_port
+from tests.support import ValkeyProcess, free_port, hourly_refresh_minute
 
 CLIENT_IP = "203.0.113.7"
 T = TypeVar("T")
@@ -86,9 +85,8 @@ def make_settings(tmp_path: Path, valkey: ValkeyProcess) -> Callable[..., Settin
             "seed_demo_data": False,
             "ready_requires_worker": False,
             "gc_freeze": False,  # hundreds of apps in one test process: let them be collected
-            # Half an hour from now: a test never crosses it, so no worker it starts runs the
-            # hourly refresh unasked (tests of the schedule set their own minute or time).
-            "hourly_refresh_minute": (datetime.now(UTC).minute + 30) % 60,
+            # Half an hour away (tests of the schedule set their own minute or time).
+            "hourly_refresh_minute": int(hourly_refresh_minute()),
             "_env_file": None,
         }
         values.update(overrides)

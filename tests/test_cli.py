@@ -24,7 +24,7 @@ from redis.exceptions import AuthenticationError
 
 from movieops.secrets import REDACTED
 from tests.clihelp import Cli
-from tests.support import ValkeyProcess, free_port
+from tests.support import ValkeyProcess, free_port, hourly_refresh_minute
 from tests.test_worker import planted_pickle
 
 
@@ -35,6 +35,7 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "MOVIE_PORT": str(free_port()),
         "MOVIE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "MOVIE_LOG_LEVEL": "INFO",
+        "MOVIE_HOURLY_REFRESH_MINUTE": hourly_refresh_minute(),
     }
 
 

@@ -24,7 +24,7 @@ import redis
 from python_on_whales import DockerClient
 
 from movieops.whales import docker_problem
-from tests.support import assert_hardened, free_port
+from tests.support import assert_hardened, free_port, hourly_refresh_minute
 
 ROOT = Path(__file__).resolve().parent.parent
 # The app image's tag (compose's MOVIE_APP_IMAGE): the default, unless a machine that runs
@@ -58,6 +58,7 @@ def cli_project_env(name: str, state: Path, subnet: int, *ports: str) -> dict[st
         "MOVIE_NETWORK_SUBNET": f"172.30.{subnet}.0/24",
         "MOVIE_PROXY_ADDRESS": f"172.30.{subnet}.10",
         "MOVIE_APP_IMAGE": APP_IMAGE,
+        "MOVIE_HOURLY_REFRESH_MINUTE": hourly_refresh_minute(),
     }
 
 
