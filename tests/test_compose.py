@@ -135,6 +135,7 @@ def stack() -> Iterator[Stack]:
         "MOVIE_REDIS_PASSWORD": secrets.token_hex(24),
         "MOVIE_RATE_LIMIT_EXEMPT_TOKENS": secrets.token_hex(16),
         "MOVIE_APP_IMAGE": APP_IMAGE,
+        "MOVIE_HOURLY_REFRESH_MINUTE": hourly_refresh_minute(),
     }
     everything = DockerClient(  # every profile, so teardown also removes the proxy
         compose_files=[ROOT / "compose.yaml", ROOT / "compose.replicas.yaml"],
@@ -322,6 +323,14 @@ def test_every_container_is_hardened(stack: Stack, with_proxy: DockerClient) -> 
     assert set(services) == {"api", "worker", "redis", "proxy"}
     for service, container in services.items():
         assert_hardened(service, container)
+
+
+def test_the_services_take_the_hourly_refresh_minute_from_the_environment(stack: Stack) -> None:
+    """MOVIE_HOURLY_REFRESH_MINUTE reaches the worker (and the API, which shares its settings)."""
+    wanted = f"MOVIE_HOURLY_REFRESH_MINUTE={stack.env['MOVIE_HOURLY_REFRESH_MINUTE']}"
+    for service in ("api", "worker"):
+        (container,) = stack.docker.compose.ps([service])
+        assert wanted in (container.config.env or []), service
 
 
 def test_redis_refuses_unauthenticated_clients_and_keeps_its_password_off_argv(
