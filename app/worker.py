@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -185,6 +186,8 @@ class WakingWorker(Worker):
         self.idle_woken = 0  # idle waits ended by a wake-up token
         self.idle_timed_out = 0  # idle waits that ran the whole poll delay
         self._wake_redis: Redis | None = None
+        # finish_job runs shielded: a shutdown cancels the job's task, not this settling.
+        self._settling: set[asyncio.Task[Any]] = set()
         # One registry for the process, shared by the workers serve() starts after a reconnect.
         self.metrics = metrics or WorkerMetrics()
         self.metrics.know(self.functions)
@@ -220,8 +223,15 @@ class WakingWorker(Worker):
 
     async def finish_job(self, job_id: str, finish: bool, *args: Any) -> None:
         """arq's ``finish_job``: ``finish`` true for a done or failed run, false for one that
-        runs again (``Retry``, or cancelled by a shutdown)."""
-        await super().finish_job(job_id, finish, *args)
+        runs again (``Retry``, or cancelled by a shutdown). Tracked while it runs, so that
+        ``close`` lets it store the result before the pool goes."""
+        settling = asyncio.current_task()
+        assert settling is not None  # a coroutine always runs in a task
+        self._settling.add(settling)
+        try:
+            await super().finish_job(job_id, finish, *args)
+        finally:
+            self._settling.discard(settling)
         run = current_run()
         if run is not None:
             run.finished = finish
@@ -233,6 +243,31 @@ class WakingWorker(Worker):
         run = current_run()
         if run is not None:
             run.finished = True
+
+    async def close(self) -> None:
+        """arq 0.28's ``Worker.close``, without its crash on a job that had just finished.
+
+        A shutdown cancels every job task. One whose function had already returned is awaiting
+        its (shielded) ``finish_job`` then, and ends with ``CancelledError``; arq's ``close``
+        re-raised that from its gather, so a SIGTERM in that moment ended the process with a
+        traceback and exit 1. Here the job tasks are awaited without re-raising, then the
+        settling itself, so the finished job's result is stored before the pool closes (it
+        does not run again)."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        outcomes = await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        outcomes += await asyncio.gather(*self._settling, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                log.warning("a job ended badly during shutdown: %r", outcome)
+        self.tasks.clear()
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.aclose(close_connection_pool=True)
+        self._pool = None
 
     async def record_health(self) -> None:
         """arq's heartbeat; its time becomes the heartbeat metric once Redis took it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import pickle
 import signal
 import sqlite3
@@ -19,6 +20,8 @@ import httpx
 import pytest
 from arq import Retry, cron
 from arq.constants import job_key_prefix, retry_key_prefix
+from arq.jobs import Job, JobStatus
+from arq.worker import func
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.exc import OperationalError
@@ -443,6 +446,56 @@ async def test_a_worker_blocked_waiting_for_a_wake_up_shuts_down_promptly(
     assert not await redis.exists(HEALTH_CHECK_KEY)
     clients = await redis.client_list()
     assert not [c for c in clients if c["cmd"] == "blpop"]  # the wake connection is closed
+
+
+async def test_a_shutdown_while_a_finished_job_is_settled_keeps_its_result(
+    settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM after a job's function returned, while arq is still storing its result (Redis
+    writes paused, CLIENT PAUSE): close() neither raises (the process used to exit 1 with a
+    traceback) nor drops the result, and the job is not queued to run again."""
+    queue = "test:settle-queue"
+    runs: list[str] = []
+    release = asyncio.Event()
+
+    async def finishes(ctx: dict[str, Any]) -> str:
+        runs.append("ran")
+        await release.wait()
+        return "done"
+
+    worker = WakingWorker(
+        functions=[func(finishes, name="finishes")],
+        redis_settings=build_worker_settings(settings).redis_settings,  # type: ignore[attr-defined]
+        queue_name=queue,
+        poll_delay=0.05,
+        handle_signals=False,
+    )
+    task = asyncio.create_task(worker.async_run())
+    arq = arq_client(redis.connection_pool)
+    await arq.enqueue_job("finishes", _job_id="settle-1", _queue_name=queue)
+
+    async def started() -> bool:
+        return runs == ["ran"]
+
+    async def settling() -> bool:
+        # arq logs the outcome, then awaits its shielded finish_job: the task waits there.
+        return any("← settle-1:finishes" in record.getMessage() for record in caplog.records)
+
+    caplog.set_level(logging.INFO, logger="arq.worker")
+    await _until(started, 10, "the job to start")
+    await redis.client_pause(1500, all=False)  # writes wait; reads go on
+    release.set()
+    await _until(settling, 10, "arq to store the result")
+    worker.handle_sig(signal.SIGTERM)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    await asyncio.wait_for(worker.close(), 10)
+
+    job = Job("settle-1", arq, _queue_name=queue, _deserializer=decode_record)
+    assert await job.status() == JobStatus.complete
+    assert await job.result(timeout=1) == "done"
+    assert await redis.zscore(queue, "settle-1") is None
+    assert runs == ["ran"]
 
 
 async def test_cron_and_deferred_jobs_are_still_found_by_the_poll(
