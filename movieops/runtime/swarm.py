@@ -300,32 +300,37 @@ class SwarmRuntime:
         api = f"http://127.0.0.1:{self.proxy_port}"
         return Endpoints(api, f"redis://:{password}@{address}:6379/0", api)
 
-    def _gateway_addresses(self, service: str) -> list[tuple[str, str]]:
-        """(task slot, address on docker_gwbridge) of each running task of ``service``: the
-        addresses this host reaches the stack's unpublished services at."""
+    def _gateway_addresses(self, *services: str) -> dict[str, list[tuple[str, str]]]:
+        """(task slot, address on docker_gwbridge) of each running task of each of
+        ``services``: the addresses this host reaches the stack's unpublished services at.
+        One network inspect serves them all (`top` asks again at every refresh)."""
         client = DockerClient()
-        containers = client.container.list(
-            filters=[("label", f"com.docker.swarm.service.name={self.stack}_{service}")]
-        )
-        if not containers:
-            return []
-        by_id = {c.id: c for c in containers}
+        tasks = {
+            container.id: (service, container)
+            for service in services
+            for container in client.container.list(
+                filters=[("label", f"com.docker.swarm.service.name={self.stack}_{service}")]
+            )
+        }
+        found: dict[str, list[tuple[str, str]]] = {service: [] for service in services}
+        if not tasks:
+            return found
         network = client.network.inspect("docker_gwbridge")
-        found = []
         for container_id, endpoint in (network.containers or {}).items():
-            if container_id not in by_id or not endpoint.ipv4_address:
+            if container_id not in tasks or not endpoint.ipv4_address:
                 continue
-            task = (by_id[container_id].config.labels or {}).get("com.docker.swarm.task.name", "")
+            service, container = tasks[container_id]
+            task = (container.config.labels or {}).get("com.docker.swarm.task.name", "")
             match = _TASK_NAME.match(str(task))
             slot = match["slot"] if match and match["slot"].isdigit() else "1"
-            found.append((slot, str(endpoint.ipv4_address).split("/")[0]))
+            found[service].append((slot, str(endpoint.ipv4_address).split("/")[0]))
         return found
 
     def _find_redis_address(self) -> str | None:
         """The running Redis container's address on docker_gwbridge (reachable from this host;
         Redis is never published)."""
         try:
-            found = self._gateway_addresses("redis")
+            found = self._gateway_addresses("redis")["redis"]
         except DockerException:
             return None
         return found[0][1] if found else None
@@ -334,7 +339,7 @@ class SwarmRuntime:
         """Every running api and worker task at its container's address on docker_gwbridge
         (reachable from this node, as Redis is; nothing is published but the proxy)."""
         try:
-            found = {service: self._gateway_addresses(service) for service in METRICS_PORTS}
+            found = self._gateway_addresses(*METRICS_PORTS)
         except DockerException as exc:
             raise DockerUnavailable(f"docker inspect failed: {_first_line(exc)}") from None
         return [
